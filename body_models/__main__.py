@@ -8,7 +8,7 @@ import warnings
 
 import torch
 
-from body_models.loading import BodyModelFileError, ENV_VAR
+from body_models.loading import ENV_VAR, BodyModelFileError
 from body_models.model import load_body_model
 
 

@@ -121,15 +121,16 @@ class BodyModel(nn.Module):
         j_flat = j_rest.expand(*batch, self.num_joints, 3).reshape(n, self.num_joints, 3)
         joints, rel = batch_rigid_transform(rot_flat, j_flat, self.parents, dtype=dtype)
 
-        # Per-vertex blend of the joint transforms: (n, V, 4, 4), viewed back to the batch shape.
-        skin = (self.lbs_weights @ rel.reshape(n, self.num_joints, 16)).reshape(*batch, -1, 4, 4)
+        # Per-vertex blend of the joint transforms' top 3 rows (the 4th is constant): (..., V, 3, 4).
+        top = rel[:, :, :3, :].reshape(n, self.num_joints, 12)
+        skin = (self.lbs_weights @ top).reshape(*batch, -1, 3, 4)
         if self.has_posedirs:
             eye = torch.eye(3, dtype=dtype, device=rot_flat.device)
             pose_feature = (rot_flat[:, 1:] - eye).reshape(n, -1)
             v_rest = v_shaped.expand(*batch, -1, 3) + (pose_feature @ self.posedirs).reshape(*batch, -1, 3)
         else:
             v_rest = v_shaped  # broadcasts in the product below: no per-frame copy of the shaped mesh
-        vertices = (skin[..., :3, :3] * v_rest.unsqueeze(-2)).sum(-1) + skin[..., :3, 3]
+        vertices = (skin[..., :3] * v_rest.unsqueeze(-2)).sum(-1) + skin[..., 3]
         joints = joints.reshape(*batch, self.num_joints, 3)
         if transl is not None:
             transl = transl.to(dtype).unsqueeze(-2)

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import smplx
-from smplx.utils import Struct
 import torch
 from fake_smpl import fake_smpl_arrays, write_npz
+from smplx.utils import Struct
 
 from body_models import BodyModel, load_body_model
 from body_models.rotations import axis_angle_to_rotmat
@@ -30,6 +30,7 @@ def random_pose(*batch: int, scale: float = 0.4, seed: int = 0, dtype: torch.dty
 
 
 def test_matches_smplx_smpl(smpl_sized: Path) -> None:
+    # atol 1e-7: smplx rounds its arrays to float32 before use, we round after precomputing joint blend shapes
     ours = BodyModel.from_file(smpl_sized).double()
     arrays = dict(np.load(smpl_sized / "SMPL_NEUTRAL.npz"))
     ref = smplx.SMPL(str(smpl_sized), data_struct=Struct(**arrays), dtype=torch.float64, num_betas=10)
@@ -37,10 +38,10 @@ def test_matches_smplx_smpl(smpl_sized: Path) -> None:
     betas = torch.randn(5, 10, dtype=torch.float64)
     out = ours(rot, betas)
     expect = ref(global_orient=rot[:, :1], body_pose=rot[:, 1:], betas=betas, pose2rot=False)
-    torch.testing.assert_close(out.vertices, expect.vertices, atol=1e-7, rtol=0)  # smplx rounds its arrays to float32 first
-    torch.testing.assert_close(out.joints, expect.joints[:, :24], atol=1e-7, rtol=0)  # smplx rounds its arrays to float32 first
+    torch.testing.assert_close(out.vertices, expect.vertices, atol=1e-7, rtol=0)
+    torch.testing.assert_close(out.joints, expect.joints[:, :24], atol=1e-7, rtol=0)
     h36m = torch.as_tensor(np.load(smpl_sized / "J_regressor_h36m_correct.npy"))
-    torch.testing.assert_close(out.joints_h36m, torch.einsum("jv,bvc->bjc", h36m, expect.vertices), atol=1e-7, rtol=0)  # smplx rounds its arrays to float32 first
+    torch.testing.assert_close(out.joints_h36m, torch.einsum("jv,bvc->bjc", h36m, expect.vertices), atol=1e-7, rtol=0)
 
 
 def test_shape_once_per_clip_equals_per_frame(smpl_sized: Path) -> None:

@@ -122,7 +122,7 @@ def test_mean_params(tmp_path: Path) -> None:
     with zipfile.ZipFile(tmp_path / "broken.npz", "w") as zf:
         zf.writestr("pose.npy", b"garbage")
         zf.writestr("shape.npy", b"garbage")
-    with pytest.raises(BodyModelFileError, match="broken.npz: key 'pose' is not a numeric array"):
+    with pytest.raises(BodyModelFileError, match=r"broken\.npz: key 'pose' is not a numeric array"):
         load_mean_params(tmp_path / "broken.npz")
     (tmp_path / "cut.npz").write_bytes(spin.read_bytes()[:300])
     with pytest.raises(BodyModelFileError, match=r"cut\.npz: not a readable \.npz"):
