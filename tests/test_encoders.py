@@ -256,6 +256,14 @@ def test_options_run(overrides: dict) -> None:
         assert model(torch.randn(1, 9, J, 3)).shape == (1, 9, J, 3)
 
 
+@pytest.mark.parametrize("make", [_small_ssrstf, lambda: _small_ssrstf(channel_split=True), _small_dstformer])
+def test_every_parameter_gets_a_gradient(make) -> None:
+    # No unused parameter (DDP would need find_unused_parameters otherwise).
+    model = make()
+    model(torch.randn(1, 6, J, 3)).square().mean().backward()
+    assert [n for n, p in model.named_parameters() if p.grad is None] == []
+
+
 def test_stc_global_stream_not_implemented() -> None:
     with pytest.raises(NotImplementedError, match="global_stream"):
         _small_ssrstf(global_stream="stc")
