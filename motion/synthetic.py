@@ -42,6 +42,9 @@ from body_models.rotations import axis_angle_to_rotmat, rotmat_to_axis_angle
 from motion.synthetic_poses import FPS, PRIMITIVES, plan_trajectory, smooth_noise
 
 GENERATOR_VERSION = "1"
+MESH_FILE = "mesh_synthetic.pkl"
+LIFTING_FILE = "h36m_synthetic.pkl"
+CHUNK_FRAMES = 64  # frames per body-model call
 SPLIT_CODES = {"train": 0, "validation": 1, "test": 2}
 IMAGE_SIZES = ((1920, 1080), (1080, 1920))  # (w, h): landscape, portrait
 NORMALISATION_RES = (1920, 1920)  # as 3DPW in mesh_protocol.md §4.6
@@ -237,18 +240,23 @@ def generate_sequence(rng: np.random.Generator, body: BodyModel, name: str, n_fr
     traj = plan_trajectory(rng, n_frames, FPS)
     betas = np.clip(rng.standard_normal(10), -2.5, 2.5)
     dtype = body.v_template.dtype
+    rot_t = torch.from_numpy(traj.rotmats).to(dtype)
+    betas_t = torch.from_numpy(betas).to(dtype)[None]
     with torch.no_grad():
-        rot_t = torch.from_numpy(traj.rotmats).to(dtype)
-        betas_t = torch.from_numpy(betas).to(dtype)[None]
-        out = body(rot_t, betas_t)
+        # All frames of the sequence in a few large calls (chunks keep the (T, V, 4, 4) skinning tensor in cache).
+        lowest, joints = [], []
+        for chunk in torch.split(rot_t, CHUNK_FRAMES):
+            out = body(chunk, betas_t)
+            lowest.append(out.vertices[..., 1].amin(dim=-1))
+            joints.append(out.joints_h36m)
         j0 = body.rest_shape(betas_t)[1][0, 0].double().numpy()  # rest root joint: the pivot of the global rotation
-    verts = out.vertices.double().numpy()
-    joints_h36m = out.joints_h36m.double().numpy()
+    min_y = torch.cat(lowest).double().numpy()
+    joints_h36m = torch.cat(joints).double().numpy()
     # Ground contact: the lowest vertex touches the floor (y = 0); lightly smoothed so foot switches don't jerk.
-    lift = gaussian_filter1d(-verts[..., 1].min(axis=1), sigma=1.5, mode="nearest")
+    lift = gaussian_filter1d(-min_y, sigma=1.5, mode="nearest")
     t_world = np.stack([traj.root_xz[:, 0], lift, traj.root_xz[:, 1]], axis=1)  # (T, 3), added after posing
     joints_world = joints_h36m + t_world[:, None]
-    rest_pelvis = float(-(verts[0, :, 1].min()) + joints_h36m[0, 0, 1])  # pelvis height standing, roughly
+    rest_pelvis = float(joints_h36m[0, 0, 1] - min_y[0])  # pelvis height standing, roughly
     K, ext, wh, _mode = sample_camera(rng, joints_world[:, 0], float(traj.heading[0]),
                                       max(rest_pelvis, 0.5), n_frames)
     R_wc, t_wc = ext[..., :3], ext[..., 3]
@@ -424,10 +432,20 @@ def generate_dataset(out: str | Path, seed: int = 0, body: BodyModel | None = No
               for name in ("train", "validation", "test")}
     out = Path(out)
     return {
-        "mesh": write_mesh_file(out / "mesh_synthetic.pkl", splits, seed, body),
-        "lifting": write_lifting_file(out / "h36m_synthetic.pkl", {"train": splits["train"], "test": splits["test"]},
+        "mesh": write_mesh_file(out / MESH_FILE, splits, seed, body),
+        "lifting": write_lifting_file(out / LIFTING_FILE, {"train": splits["train"], "test": splits["test"]},
                                       seed, body),
     }
+
+
+def ensure_synthetic_data(folder: str | Path, seed: int = 0, body: BodyModel | None = None) -> dict[str, Path]:
+    """Paths ``{'mesh', 'lifting'}`` of the synthetic files in ``folder``, generated (default sizes) if missing."""
+    folder = Path(folder)
+    paths = {"mesh": folder / MESH_FILE, "lifting": folder / LIFTING_FILE}
+    if all(p.is_file() for p in paths.values()):
+        return paths
+    print(f"generating synthetic data in {folder} (seed {seed}) ...", file=sys.stderr)
+    return generate_dataset(folder, seed, body)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -251,8 +251,9 @@ def _gait(t: np.ndarray, style: Style, rng: np.random.Generator, stride_hz: floa
         p = phi + off
         # Hip: sinusoid, flexed at heel strike (p = pi/2), extended at push-off (p = -pi/2).
         ch[:, CH[f"{side}_hip_flex"]] = 0.12 + hip_amp * np.sin(p)
-        # Knee: big flexion early in swing (hip passing neutral, going forward), small one after heel strike.
-        ch[:, CH[f"{side}_knee"]] = 0.08 + knee_amp * bump(p + 0.35, 2.5) + 0.15 * knee_amp * bump(p - 2.2, 4)
+        # Knee: big flexion in initial swing (~23% of a cycle after peak hip extension, hip near neutral), small
+        # one after heel strike.
+        ch[:, CH[f"{side}_knee"]] = 0.08 + knee_amp * bump(p + 0.15, 2.5) + 0.15 * knee_amp * bump(p - 2.2, 4)
         # Ankle: push-off plantar-flexion, then dorsiflexion in swing to clear the toes.
         ch[:, CH[f"{side}_ankle"]] = 0.35 * knee_amp * bump(p + 1.3, 3) - 0.12 * bump(p - 0.6, 2)
         # Arms swing against the same-side leg.
@@ -269,10 +270,10 @@ def _gait(t: np.ndarray, style: Style, rng: np.random.Generator, stride_hz: floa
 def prim_walk(t: np.ndarray, seg: Segment, style: Style, rng: np.random.Generator) -> PrimitiveOut:
     """Walking forward: phase-locked hips, knees, ankles, arms; speed = step length x step rate; gentle curve."""
     stride_hz = rng.uniform(0.8, 1.0)
-    hip_amp = rng.uniform(0.28, 0.48)
-    ch = _gait(t, style, rng, stride_hz, hip_amp, rng.uniform(0.65, 1.0), rng.uniform(0.12, 0.45))
+    hip_amp = rng.uniform(0.22, 0.38)
+    ch = _gait(t, style, rng, stride_hz, hip_amp, rng.uniform(0.6, 0.95), rng.uniform(0.12, 0.45))
     leg = 0.85  # metres, a typical leg length; the step of a swing of +-hip_amp
-    speed = np.full(len(t), 2 * 2 * leg * np.sin(hip_amp) * 0.75 * stride_hz)
+    speed = np.full(len(t), 4 * leg * np.sin(hip_amp) * stride_hz)
     yaw = np.full(len(t), rng.uniform(-0.3, 0.3))
     return PrimitiveOut(ch, speed, yaw)
 
@@ -304,7 +305,8 @@ def prim_reach(t: np.ndarray, seg: Segment, style: Style, rng: np.random.Generat
         hold = max(0.0, slot - rise - fall - 0.3) * rng.uniform(0.3, 0.9)
         env = envelope(t, t0 + k * slot + 0.1, rise, hold, fall)
         flex = rng.uniform(0.4, 2.7)
-        lower = rng.uniform(-0.2, 1.2) if flex < 1.8 else rng.uniform(0.3, 1.2)
+        # with the arm lowered, 'flex' raises it forward/up; with the arm out sideways it twists it (see module doc)
+        lower = rng.uniform(-0.2, 1.2) if flex < 1.8 else rng.uniform(0.8, 1.4)
         elbow = rng.uniform(0.0, 0.5)
         lean = 0.35 * max(0.0, 1.5 - abs(flex - 0.6)) / 1.5  # low/forward targets need a lean
         for side in sides:
@@ -352,14 +354,14 @@ def prim_squat(t: np.ndarray, seg: Segment, style: Style, rng: np.random.Generat
 
 def prim_wave(t: np.ndarray, seg: Segment, style: Style, rng: np.random.Generator, fps: float = FPS
               ) -> PrimitiveOut:
-    """One arm raised, forearm waving side to side."""
+    """One arm out to the side, forearm up (twisted up by the x rotation of the lateral arm), waving at the elbow."""
     ch = _standing(t, style, rng)
     t0, dur = _segment_time(t, seg, fps)
     side = "l" if rng.random() < 0.5 else "r"
     rise = min(0.8, dur / 4)
     env = envelope(t, t0 + 0.1, rise, max(0.0, dur - 2 * rise - 0.3), rise)
-    targets = {"sh_lower": rng.uniform(-0.3, 0.5), "sh_flex": rng.uniform(0.2, 1.0), "elbow": rng.uniform(1.1, 1.7),
-               "sh_rot": rng.uniform(-0.3, 0.1)}
+    targets = {"sh_lower": rng.uniform(-0.3, 0.4), "sh_flex": rng.uniform(1.1, 1.6), "elbow": rng.uniform(1.1, 1.7),
+               "sh_rot": rng.uniform(-0.3, 0.2)}
     for name, target in targets.items():
         c = CH[f"{side}_{name}"]
         ch[:, c] += env * (target - ch[:, c])
@@ -401,14 +403,18 @@ def plan_segments(rng: np.random.Generator, n_frames: int, fps: float = FPS) -> 
 
 
 def blend_weights(segs: list[Segment], n_frames: int, fade_frames: float) -> np.ndarray:
-    """Smooth partition of unity ``(K, T)``: ``w_k = S(t - b_k) - S(t - b_{k+1})`` with C2 steps S at boundaries."""
+    """Smooth partition of unity ``(K, T)``: ``w_k = S_k - S_{k+1}``.
+
+    ``S_k(t)`` = "segment k has started": a C2 step from 0 to 1 across segment k's start (``S_0 = 1``, ``S_K = 0``),
+    so each weight rises and falls smoothly and the weights sum to exactly 1.
+    """
     t = np.arange(n_frames, dtype=np.float64)
-    cum = [np.zeros(n_frames)]  # S at -infinity
+    steps = [np.ones(n_frames)]
     for seg in segs[1:]:
-        cum.append(smootherstep((t - seg.start + fade_frames / 2) / fade_frames))
-    cum.append(np.ones(n_frames))
-    steps = np.stack(cum)
-    return steps[1:] - steps[:-1]  # telescopes: sums to 1 at every frame
+        steps.append(smootherstep((t - seg.start + fade_frames / 2) / fade_frames))
+    steps.append(np.zeros(n_frames))
+    cum = np.stack(steps)
+    return cum[:-1] - cum[1:]
 
 
 @dataclass

@@ -1,0 +1,301 @@
+"""Fine-tune mesh recovery: ``python -m mesh.finetune --backbone ssrstf.pt [--config FILE] [key=value ...]``.
+
+The encoder comes from ``--backbone`` (its architecture and sizes are read from the file; MotionBERT checkpoints
+work too), or is built randomly from ``model.arch`` / ``model.encoder`` without one. With no config and no data
+paths, the run uses the embedded synthetic data (generated on first use) and says so; ``configs/mesh/pw3d.yaml``
+follows the MotionBERT-comparable 3DPW recipe (mesh_protocol.md §9) with model selection on 3DPW's **validation**
+split, never the test split.
+
+Training mixes the datasets of ``data.train`` inside each epoch (``weight`` = passes per epoch, ``epochs`` = only
+during the first N epochs, as MotionBERT's H36M/COCO warm-ups), with random flips of 2D input and SMPL pose. AdamW
+with separate learning rates for backbone and head, optional backbone freezing then linear warm-up, per-epoch decay,
+gradient clipping, AMP (bf16/fp16) on GPU, and exact resume (``--resume``) from ``runs/NAME/last.pt``.
+
+Multi-GPU / multi-node: ``torchrun --nproc_per_node N -m mesh.finetune ...`` (DDP; the global batch is
+``optim.batch_size * N``, and a run on N ranks sees the same batches as one process with N times the batch).
+Outputs in ``runs/NAME/``: ``config.yaml``, ``log.csv``, ``tb/``, ``metrics/epoch_XXX.json``, ``best.pt``,
+``last.pt``, ``metrics.json`` (final validation and test of the best checkpoint).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import ConcatDataset, DataLoader, Subset
+
+from body_models import BodyModelFileError, load_body_model, load_mean_params
+from body_models.rotations import pose_to_rotmats
+from mesh.checkpoint import load_mesh_model, save_mesh_model
+from mesh.data.mesh_data import MeshClips, MeshDataError, MeshSplit, flip_smpl_pose, read_mesh_split
+from mesh.evaluation import evaluate_mesh, get_protocol
+from mesh.head import HeadConfig
+from mesh.losses import LossWeights, loss_preset, mesh_loss
+from mesh.model import MeshRecovery, pose_body
+from motion.checkpoint import CheckpointError, load_backbone, load_state_strict, read_checkpoint
+from motion.config import ConfigError, load_config, save_config, to_dict
+from motion.data.transforms import flip_h36m
+from motion.encoders import build_encoder, count_parameters
+from motion.training import (
+    AmpMode,
+    DistEnv,
+    LoopConfig,
+    Task,
+    amp_dtype,
+    batch_uniform,
+    epoch_order,
+    fit,
+)
+
+
+@dataclass
+class DataFile:
+    path: str | None = None  # null = the synthetic mesh file
+    split: str = "train"
+    res: list[int] | None = None  # 2D normalisation (w, h); null = the file's meta, else H36M camera sizes
+    weight: float = 1.0  # passes over this dataset per epoch (fractions sample without replacement)
+    epochs: int | None = None  # use only during the first N epochs (null = always)
+
+
+@dataclass
+class MeshDataSection:
+    train: list[DataFile] = field(default_factory=lambda: [DataFile()])
+    validation: DataFile = field(default_factory=lambda: DataFile(split="validation"))
+    test: DataFile | None = field(default_factory=lambda: DataFile(split="test"))  # evaluated once, at the end
+    synthetic_dir: str = "data/synthetic"
+    clip_len: int = 16
+    stride: int = 8
+    flip: bool = True
+
+
+@dataclass
+class ModelSection:
+    arch: str = "ssrstf"  # used only without --backbone (random initialisation)
+    encoder: dict[str, Any] = field(default_factory=lambda: {"variant": "XS"})
+    smpl: str | None = None  # body model file/folder; null = $SMPL_MODEL_DIR, else the embedded default
+    mean_params: str | None = None  # smpl_mean_params.npz; null = next to the SMPL file, else the fallback
+
+
+@dataclass
+class OptimSection:
+    lr_backbone: float = 5e-5
+    lr_head: float = 5e-4
+    weight_decay: float = 0.01
+    lr_decay: float = 0.98  # per epoch
+    batch_size: int = 32
+    freeze_backbone_epochs: int = 0  # backbone lr 0 for the first N epochs
+    backbone_warmup_epochs: int = 0  # then a linear ramp to lr_backbone over N epochs
+
+
+@dataclass
+class EvalSection:
+    protocol: str = "motionbert"
+    selection: str = "val_mpve_mm"  # validation metric that picks best.pt
+    batch_size: int = 32
+
+
+@dataclass
+class FinetuneConfig:
+    seed: int = 0
+    device: str = "auto"
+    amp: AmpMode = "none"
+    num_workers: int = 0
+    backbone: str | None = None  # encoder checkpoint (--backbone); null = random initialisation
+    model: ModelSection = field(default_factory=ModelSection)
+    head: HeadConfig = field(default_factory=HeadConfig)
+    data: MeshDataSection = field(default_factory=MeshDataSection)
+    optim: OptimSection = field(default_factory=OptimSection)
+    loss_preset: str = "default"  # 'default' or 'motionbert'
+    loss: dict[str, float | str] = field(default_factory=dict)  # overrides of the preset's weights
+    eval: EvalSection = field(default_factory=EvalSection)
+    loop: LoopConfig = field(default_factory=LoopConfig)
+
+
+def _mean_params_path(cfg: ModelSection, body_source: str) -> str | None:
+    if cfg.mean_params is not None:
+        return cfg.mean_params
+    candidate = Path(body_source).parent / "smpl_mean_params.npz"
+    return str(candidate) if candidate.is_file() else None
+
+
+class MeshTask(Task):
+    """Fine-tuning on mixed mesh datasets (see module docstring)."""
+
+    def __init__(self, cfg: FinetuneConfig, env: DistEnv) -> None:
+        self.cfg, self.env = cfg, env
+        self.synthetic = any(f.path is None for f in [*cfg.data.train, cfg.data.validation])
+        self.body = load_body_model(cfg.model.smpl, device=env.device)
+        self.mean = load_mean_params(_mean_params_path(cfg.model, self.body.source))
+        self.train_sets = [MeshClips(self._read(f), cfg.data.clip_len, cfg.data.stride) for f in cfg.data.train]
+        self.val_split = self._read(cfg.data.validation)
+        self.test_split = self._read(cfg.data.test) if cfg.data.test is not None else None
+        torch.manual_seed(cfg.seed)  # identical head initialisation on every rank
+        if cfg.backbone is not None:
+            encoder, info = load_backbone(cfg.backbone)
+            self.arch, self.backbone_info = info.arch, {"path": cfg.backbone, "arch": info.arch,
+                                                        "metadata": info.metadata}
+        else:
+            encoder = build_encoder(cfg.model.arch, cfg.model.encoder)
+            self.arch, self.backbone_info = cfg.model.arch, {"path": None, "arch": cfg.model.arch}
+        self.model = MeshRecovery(encoder, self.body, self.mean, cfg.head).to(env.device)
+        try:
+            self.weights: LossWeights = loss_preset(cfg.loss_preset, **cfg.loss)
+        except (TypeError, ValueError) as err:
+            raise ConfigError(f"loss_preset / loss: {err} (weights: {sorted(vars(LossWeights()))})") from None
+        self.protocol = get_protocol(cfg.eval.protocol, clip_len=cfg.data.clip_len)
+        o = cfg.optim
+        self.optimizer = torch.optim.AdamW(
+            [{"params": self.model.backbone.parameters(), "lr": o.lr_backbone},
+             {"params": self.model.head.parameters(), "lr": o.lr_head}], weight_decay=o.weight_decay)
+
+        def backbone_factor(epoch: int) -> float:
+            if epoch < o.freeze_backbone_epochs:
+                return 0.0
+            ramp = min(1.0, (epoch - o.freeze_backbone_epochs + 1) / o.backbone_warmup_epochs) \
+                if o.backbone_warmup_epochs else 1.0
+            return ramp * o.lr_decay**epoch
+
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, [backbone_factor, lambda epoch: o.lr_decay**epoch])
+
+    @property
+    def selection_key(self) -> str:  # type: ignore[override]
+        return self.cfg.eval.selection
+
+    def _read(self, f: DataFile) -> MeshSplit:
+        path = f.path
+        if path is None:
+            from motion.synthetic import ensure_synthetic_data
+
+            path = str(ensure_synthetic_data(Path(self.cfg.data.synthetic_dir))["mesh"])
+        return read_mesh_split(path, f.split, f.res)
+
+    def _epoch_items(self, epoch: int) -> list[int]:
+        """Global clip indices of this epoch (into the concatenation of the training sets), before shuffling."""
+        items, offset = [], 0
+        g = torch.Generator().manual_seed(self.cfg.seed * 7919 + epoch)
+        for f, ds in zip(self.cfg.data.train, self.train_sets, strict=True):
+            if f.epochs is None or epoch < f.epochs:
+                whole, frac = divmod(f.weight, 1.0)
+                picks = list(range(len(ds))) * int(whole)
+                picks += torch.randperm(len(ds), generator=g)[: round(frac * len(ds))].tolist()
+                items += [offset + i for i in picks]
+            offset += len(ds)
+        return items
+
+    def num_batches(self, epoch: int) -> int:
+        return len(self._epoch_items(epoch)) // self.env.world // self.cfg.optim.batch_size
+
+    def batches(self, epoch: int, start_step: int) -> Iterator[dict[str, torch.Tensor]]:
+        items = self._epoch_items(epoch)
+        order = [items[i] for i in epoch_order(len(items), self.cfg.seed, epoch, self.env.rank, self.env.world)]
+        bs = self.cfg.optim.batch_size
+        yield from DataLoader(Subset(ConcatDataset(self.train_sets), order[start_step * bs:]), batch_size=bs,
+                              shuffle=False, drop_last=True, num_workers=self.cfg.num_workers)
+
+    def loss(self, net: nn.Module, batch: dict[str, torch.Tensor], gen: torch.Generator
+             ) -> tuple[torch.Tensor, dict[str, float]]:
+        x, pose, shape = batch["input"], batch["pose"], batch["shape"]
+        if self.cfg.data.flip:
+            mask = batch_uniform(gen, len(x), self.env.rank, self.env.world) < 0.5
+            x = torch.where(mask[:, None, None, None], flip_h36m(x), x)
+            pose = torch.where(mask[:, None, None], flip_smpl_pose(pose), pose)
+        dev = self.env.device
+        with torch.no_grad():  # ground truth from the same body model, batched on the device
+            gt = pose_body(self.body, pose_to_rotmats(pose.to(dev)), shape.to(dev))
+        pred = net(x.to(dev))
+        return mesh_loss(pred, gt, self.weights, self.body.faces)
+
+    def evaluate(self, split: MeshSplit) -> dict[str, Any]:
+        ev = evaluate_mesh(self.model, split, self.protocol, {"neutral": self.body},
+                           batch_size=self.cfg.eval.batch_size, autocast_dtype=amp_dtype(self.cfg.amp))
+        return ev.report()
+
+    def validate(self) -> dict[str, float]:
+        summary = self.evaluate(self.val_split)["summary"]
+        return {f"val_{k}": v for k, v in summary.items() if k.endswith("_mm") or k == "accel_m_per_s2"}
+
+    def metadata(self) -> dict[str, Any]:
+        return {"task": "mesh fine-tuning", "backbone": self.backbone_info, "synthetic": self.synthetic,
+                "mean_params": self.mean.source, "protocol": self.protocol.name, "run_config": to_dict(self.cfg)}
+
+    def save(self, path: Path, metadata: dict[str, Any], train_state: dict[str, Any] | None) -> None:
+        save_mesh_model(path, self.model, self.arch, {**self.metadata(), **metadata}, train_state)
+
+    def load_for_resume(self, path: Path) -> dict[str, Any]:
+        obj = read_checkpoint(path)
+        if "train_state" not in obj:
+            raise CheckpointError(f"{path}: has no train_state to resume from")
+        load_state_strict(self.model, obj["state_dict"])
+        return obj["train_state"]
+
+
+def run(cfg: FinetuneConfig, out: Path, resume: bool) -> dict[str, Any]:
+    """Fine-tune, select on validation, then evaluate the best checkpoint once on validation and test."""
+    env = DistEnv(cfg.device)
+    if env.main:
+        if (out / "last.pt").exists() and not resume:
+            raise ConfigError(f"{out} already holds a run (last.pt): pass --resume to continue, or another --name")
+        out.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, out / "config.yaml")
+    task = MeshTask(cfg, env)
+    if env.main:
+        label = "the embedded synthetic data (not 3DPW)" if task.synthetic else "the configured datasets"
+        print(f"fine-tuning {task.arch} ({count_parameters(task.model.backbone) / 1e6:.2f}M backbone, "
+              f"{count_parameters(task.model.head) / 1e6:.2f}M head) on {label}, device {env.device}, world "
+              f"{env.world}; backbone: {cfg.backbone or 'random initialisation'}; body model: {task.body.source}; "
+              f"{sum(len(d) for d in task.train_sets)} training clips, {len(task.val_split)} validation frames")
+    summary = fit(task, cfg.loop, env, out, cfg.amp, cfg.seed, resume, task.metadata())
+    results: dict[str, Any] = {}
+    if env.main:
+        best, _ = load_mesh_model(out / "best.pt", body=task.body, map_location=env.device)
+        task.model.load_state_dict(best.state_dict())
+        results = {"best_epoch": summary["best"].get("epoch"), "validation": task.evaluate(task.val_split),
+                   "synthetic": task.synthetic}
+        if task.test_split is not None:
+            results["test"] = task.evaluate(task.test_split)
+        tmp = out / "metrics.json.tmp"
+        tmp.write_text(json.dumps(results, indent=2))
+        tmp.replace(out / "metrics.json")
+        label = " (synthetic data, not 3DPW)" if task.synthetic else ""
+        for name in ("validation", "test"):
+            if name in results:
+                s = results[name]["summary"]
+                print(f"{name}{label}, {task.protocol.name} protocol, best epoch {results['best_epoch']}: "
+                      f"MPVE {s['mpve_mm']:.1f} mm, MPJPE {s['mpjpe_mm']:.1f} mm, PA-MPJPE {s['pa_mpjpe_mm']:.1f} mm, "
+                      f"accel {s['accel_mm_per_frame2']:.1f} mm/frame^2 over {s['frames']} frames")
+        print(f"model: {out / 'best.pt'}")
+    env.finish()
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m mesh.finetune", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--backbone", default=None, help="encoder checkpoint (e.g. runs/pretrain/best.pt)")
+    parser.add_argument("--config", type=Path, default=None, help="YAML config (default: synthetic quick recipe)")
+    parser.add_argument("--name", default=None, help="run name (default: config stem, or 'finetune')")
+    parser.add_argument("--out-dir", type=Path, default=Path("runs"))
+    parser.add_argument("--resume", action="store_true", help="continue runs/NAME from its last.pt")
+    parser.add_argument("overrides", nargs="*", help="key=value config overrides, e.g. loop.epochs=5")
+    args = parser.parse_args(argv)
+    try:
+        overrides = list(args.overrides) + ([f"backbone={args.backbone}"] if args.backbone else [])
+        cfg = load_config(FinetuneConfig, args.config, overrides)
+        name = args.name or (args.config.stem if args.config else "finetune")
+        run(cfg, args.out_dir / name, args.resume)
+    except (ConfigError, MeshDataError, CheckpointError, BodyModelFileError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,65 @@
+"""``MeshRecovery``: motion encoder + SMPL head + body model, from 2D keypoint clips to posed meshes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from body_models import BodyModel, MeanParams
+from body_models.rotations import rot6d_to_rotmat
+from mesh.head import HeadConfig, SMPLHead
+
+
+@dataclass
+class MeshOutput:
+    """Predictions for clips of B x T frames; positions in metres, **root-relative** (H36M pelvis = joint 0).
+
+    Attributes:
+        rotmats: (B, T, 24, 3, 3) SMPL joint rotations (joint 0 = global orientation, camera frame).
+        betas: (B, 10), one shape per clip (ground truth may carry (B, T, 10)).
+        vertices: (B, T, V, 3); joints_h36m: (B, T, 17, 3); joints_smpl: (B, T, 24, 3).
+    """
+
+    rotmats: torch.Tensor
+    betas: torch.Tensor
+    vertices: torch.Tensor
+    joints_h36m: torch.Tensor
+    joints_smpl: torch.Tensor
+
+
+def pose_body(body: BodyModel, rotmats: torch.Tensor, betas: torch.Tensor) -> MeshOutput:
+    """Run the body model and centre everything on the regressed H36M pelvis.
+
+    ``rotmats (B, T, 24, 3, 3)``; ``betas (B, 10)`` shared by a clip's frames (blended once per clip) or
+    ``(B, T, 10)`` per frame (ground truth).
+    """
+    with torch.autocast(rotmats.device.type, enabled=False):  # skinning in float32 even under AMP
+        out = body(rotmats.float(), betas.float()[:, None, :] if betas.dim() == 2 else betas.float())
+    root = out.joints_h36m[..., :1, :]
+    return MeshOutput(rotmats=rotmats, betas=betas, vertices=out.vertices - root,
+                      joints_h36m=out.joints_h36m - root, joints_smpl=out.joints - root)
+
+
+class MeshRecovery(nn.Module):
+    """``backbone`` (any registered encoder) + ``head`` (:class:`SMPLHead`) + ``body`` (:class:`BodyModel`).
+
+    The body model's arrays are non-persistent buffers: checkpoints hold the network only, and record which body
+    model it was trained with in their metadata.
+    """
+
+    def __init__(self, backbone: nn.Module, body: BodyModel, mean: MeanParams,
+                 head_config: HeadConfig | None = None) -> None:
+        super().__init__()
+        self.backbone = backbone
+        cfg = backbone.config
+        self.head = SMPLHead(cfg.dim_rep, cfg.num_joints, mean, head_config)
+        self.body = body
+
+    def forward(self, x: torch.Tensor) -> MeshOutput:
+        """``x (B, T, 17, 3)`` normalised (u, v, confidence) -> :class:`MeshOutput`."""
+        feat = self.backbone.get_representation(x)
+        pose6d, betas = self.head(feat)
+        rotmats = rot6d_to_rotmat(pose6d.float())
+        return pose_body(self.body, rotmats, betas.float())

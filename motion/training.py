@@ -1,0 +1,257 @@
+"""The one training loop, shared by ``motion.pretrain`` and ``mesh.finetune``.
+
+A trainer supplies a :class:`Task` (model, optimiser, batches, loss, validation, checkpoint writing); :func:`fit` runs
+epochs with AMP, gradient clipping, per-epoch lr decay, validation-based model selection, CSV + TensorBoard logs, a
+progress bar, and checkpoints that resume **exactly**: ``last.pt`` is written atomically at the end of every epoch
+and every ``checkpoint_every`` steps, and holds the optimiser, scheduler, grad-scaler and RNG states plus the position
+in the epoch. Batch order and augmentation draws are pure functions of (seed, epoch, step), so a run killed
+mid-epoch and resumed finishes with the same weights and metrics as an uninterrupted one.
+
+Distributed: launched with ``torchrun``, :class:`DistEnv` initialises the process group (NCCL on GPUs, gloo on CPU);
+each rank takes its share of every epoch's order, DDP averages gradients, rank 0 validates, logs and writes files.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import sys
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+
+AmpMode = Literal["none", "bf16", "fp16"]
+
+
+@dataclass
+class LoopConfig:
+    """Loop settings (a section of every trainer's config)."""
+
+    epochs: int = 60
+    grad_clip: float | None = None  # max gradient norm; null = no clipping
+    max_steps_per_epoch: int | None = None  # cap for quick runs; null = full epochs
+    checkpoint_every: int = 0  # also write last.pt every N steps (0 = only at epoch ends)
+
+
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    """'auto' = the local CUDA device when there is one, else the CPU; anything else is passed to torch.device."""
+    if name == "auto":
+        return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
+    return torch.device(name)
+
+
+def amp_dtype(mode: AmpMode) -> torch.dtype | None:
+    return {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[mode]
+
+
+class DistEnv:
+    """World size and rank from torchrun's environment; initialises and tears down the process group."""
+
+    def __init__(self, device_name: str) -> None:
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        self.device = resolve_device(device_name, self.local_rank)
+        if self.world > 1 and not dist.is_initialized():
+            if self.device.type == "cuda":
+                torch.cuda.set_device(self.device)
+            dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            dist.barrier()
+
+    def finish(self) -> None:
+        """Tear down; in a distributed run, exit the process right away (gloo sometimes aborts in exit handlers)."""
+        if self.world > 1:
+            dist.destroy_process_group()
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(0)
+
+
+def epoch_order(n: int, seed: int, epoch: int, rank: int = 0, world: int = 1) -> list[int]:
+    """This rank's share of a shuffled order of ``n`` items, a pure function of (seed, epoch).
+
+    Shares are strided (rank r takes items r, r + world, ...), so step k of a run on ``world`` ranks with batch b
+    sees exactly the items of step k of a single-process run with batch ``world * b``.
+    """
+    g = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    order = torch.randperm(n, generator=g).tolist()
+    share = n // world
+    return order[rank::world][:share]
+
+
+def step_generator(seed: int, epoch: int, step: int) -> torch.Generator:
+    """The generator for one step's augmentation draws: resuming at (epoch, step) redraws the same numbers."""
+    return torch.Generator().manual_seed((seed * 1_000_003 + epoch) * 1_000_003 + step)
+
+
+def batch_uniform(gen: torch.Generator, n: int, rank: int = 0, world: int = 1) -> torch.Tensor:
+    """``n`` uniform draws for this rank's part of the global batch: the same numbers, sample for sample, that a
+    single-process run draws for the same items (see :func:`epoch_order`)."""
+    return torch.rand(n * world, generator=gen)[rank::world]
+
+
+class Task(ABC):
+    """What a trainer supplies to :func:`fit`."""
+
+    model: nn.Module  # the bare model (unwrapped); fit wraps it in DDP when distributed
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler  # stepped once per epoch
+    selection_key: str  # validation metric used to pick best.pt (lower is better)
+
+    @abstractmethod
+    def num_batches(self, epoch: int) -> int:
+        """Batches this rank runs in ``epoch`` (before ``max_steps_per_epoch``)."""
+
+    @abstractmethod
+    def batches(self, epoch: int, start_step: int) -> Iterator[Any]:
+        """This rank's batches of ``epoch`` from ``start_step`` on, deterministic in (seed, epoch)."""
+
+    @abstractmethod
+    def loss(self, net: nn.Module, batch: Any, gen: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
+        """Training loss of one batch (``net`` may be the DDP wrapper); ``gen`` drives augmentation."""
+
+    @abstractmethod
+    def validate(self) -> dict[str, float]:
+        """Validation metrics (rank 0 only); must contain ``selection_key``."""
+
+    @abstractmethod
+    def save(self, path: Path, metadata: dict[str, Any], train_state: dict[str, Any] | None) -> None:
+        """Write a checkpoint of ``self.model`` atomically (with ``train_state`` for last.pt)."""
+
+    @abstractmethod
+    def load_for_resume(self, path: Path) -> dict[str, Any]:
+        """Load the model weights of ``path`` into ``self.model`` and return its ``train_state``."""
+
+
+class RunLog:
+    """``log.csv`` (one row per epoch) and TensorBoard scalars in the run folder."""
+
+    def __init__(self, out: Path) -> None:
+        from torch.utils.tensorboard import SummaryWriter  # import here: TensorBoard is slow to import
+
+        self.csv = out / "log.csv"
+        self.tb = SummaryWriter(str(out / "tb"))
+
+    def epoch(self, row: dict[str, float]) -> None:
+        new = not self.csv.exists()
+        with self.csv.open("a", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=list(row))
+            if new:
+                writer.writeheader()
+            writer.writerow(row)
+        for key, value in row.items():
+            if key != "epoch":
+                self.tb.add_scalar(key, value, int(row["epoch"]))
+        self.tb.flush()
+
+    def close(self) -> None:
+        self.tb.close()
+
+
+def _rng_state() -> dict[str, Any]:
+    state = {"torch": torch.random.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.random.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def fit(task: Task, loop: LoopConfig, env: DistEnv, out: Path, amp: AmpMode, seed: int, resume: bool,
+        metadata: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Train ``task`` for ``loop.epochs``; return ``{'best': {...validation metrics...}, 'epochs_run': n}``.
+
+    Files (rank 0): ``last.pt`` (resumable), ``best.pt`` (best ``task.selection_key``), ``log.csv``, ``tb/``.
+    """
+    dtype = amp_dtype(amp)
+    device_type = next(task.model.parameters()).device.type
+    scaler = torch.amp.GradScaler(device_type, enabled=amp == "fp16" and device_type == "cuda")
+    pos = {"epoch": 0, "step": 0, "best": math.inf, "sums": {}, "best_metrics": {}}
+    if resume and (out / "last.pt").exists():
+        state = task.load_for_resume(out / "last.pt")
+        task.optimizer.load_state_dict(state["optimizer"])
+        task.scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        _set_rng_state(state["rng"])
+        pos = state["position"]
+        if env.main:
+            print(f"resuming {out / 'last.pt'} at epoch {pos['epoch'] + 1}, step {pos['step']}")
+    net = DistributedDataParallel(task.model) if env.world > 1 else task.model
+    log = RunLog(out) if env.main else None
+    meta = metadata or {}
+
+    def train_state() -> dict[str, Any]:
+        return {"optimizer": task.optimizer.state_dict(), "scheduler": task.scheduler.state_dict(),
+                "scaler": scaler.state_dict(), "rng": _rng_state(), "position": pos}
+
+    for epoch in range(pos["epoch"], loop.epochs):
+        start = time.time()
+        steps = task.num_batches(epoch)
+        if loop.max_steps_per_epoch is not None:
+            steps = min(steps, loop.max_steps_per_epoch)
+        net.train()
+        bar = tqdm(total=steps, initial=pos["step"], desc=f"epoch {epoch + 1}/{loop.epochs}", leave=False,
+                   disable=not env.main, dynamic_ncols=True)
+        for step, batch in enumerate(task.batches(epoch, pos["step"]), start=pos["step"]):
+            if step >= steps:
+                break
+            with torch.autocast(device_type, dtype=dtype, enabled=dtype is not None):
+                loss, terms = task.loss(net, batch, step_generator(seed, epoch, step))
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"training loss is {loss.item()} at epoch {epoch + 1}, step {step}")
+            task.optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            if loop.grad_clip:
+                scaler.unscale_(task.optimizer)
+                torch.nn.utils.clip_grad_norm_(task.model.parameters(), loop.grad_clip)
+            scaler.step(task.optimizer)
+            scaler.update()
+            for key, value in {"loss": float(loss), **terms}.items():
+                pos["sums"][key] = pos["sums"].get(key, 0.0) + value
+            pos["step"] = step + 1
+            bar.set_postfix(loss=f"{pos['sums']['loss'] / pos['step']:.4f}")
+            bar.update()
+            if loop.checkpoint_every and pos["step"] % loop.checkpoint_every == 0 and pos["step"] < steps and env.main:
+                task.save(out / "last.pt", {**meta, "epoch": epoch, "step": pos["step"]}, train_state())
+        bar.close()
+        task.scheduler.step()
+        train_means = {f"train_{k}": v / max(pos["step"], 1) for k, v in pos["sums"].items()}
+        pos.update(epoch=epoch + 1, step=0, sums={})
+        if env.main:
+            val = task.validate()
+            score = val[task.selection_key]
+            improved = score < pos["best"]
+            if improved:
+                pos["best"], pos["best_metrics"] = score, {**val, "epoch": epoch + 1}
+                task.save(out / "best.pt", {**meta, "epoch": epoch + 1, **val}, None)
+            task.save(out / "last.pt", {**meta, "epoch": epoch + 1, **val}, train_state())
+            log.epoch({"epoch": epoch + 1, **train_means, **val, "lr": task.optimizer.param_groups[0]["lr"],
+                       "seconds": round(time.time() - start, 2)})
+            shown = ", ".join(f"{k} {v:.2f}" for k, v in val.items())
+            print(f"epoch {epoch + 1}/{loop.epochs}: loss {train_means.get('train_loss', float('nan')):.4f}, "
+                  f"{shown}{' (best)' if improved else ''}, {time.time() - start:.0f} s", flush=True)
+        env.barrier()
+    if log is not None:
+        log.close()
+    return {"best": pos["best_metrics"], "epochs_run": loop.epochs}
