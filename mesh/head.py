@@ -2,9 +2,9 @@
 
 Per frame, the 17 x C joint features go through ``fc1 -> norm -> ReLU -> head_pose`` to 24 6D rotations added to
 the mean pose; per clip, the time-averaged features go through ``fc2 -> norm -> ReLU -> head_shape`` to 10 betas
-added to the mean shape. ``head_pose``/``head_shape`` start at xavier(gain 0.01) with zero bias, so the first prediction is the
-mean pose and shape. Parameter names match MotionBERT's (``fc1``, ``bn1``, ``head_pose``, ``init_pose``...), so its
-released mesh checkpoints load (without their SMPL buffers).
+added to the mean shape. ``head_pose``/``head_shape`` start at xavier(gain 0.01) with zero bias, so the first
+prediction is the mean pose and shape. Parameter names follow MotionBERT's (``fc1``, ``bn1``, ``head_pose``,
+``init_pose``...).
 
 Flag ``norm``: ``'batch'`` is MotionBERT's BatchNorm1d (crashes at batch 1 in training; running statistics follow
 the last dataset, §6.9); ``'layer'`` (default) normalises per sample and has neither problem.

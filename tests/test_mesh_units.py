@@ -61,7 +61,7 @@ def test_losses_zero_at_ground_truth_and_positive_otherwise(body: BodyModel) -> 
     gt = pose_body(body, rot, betas[:, None].expand(2, 4, 10))
     pred = pose_body(body, rot, betas)
     weights = LossWeights(edge=1.0, normal=1.0, acceleration=1.0, norm=0.0)
-    total, terms = mesh_loss(pred, gt, weights, body.faces)
+    _, terms = mesh_loss(pred, gt, weights, body.faces)
     assert set(terms) == {"vertex", "joints", "velocity", "acceleration", "pose", "shape", "edge", "normal"}
     # float32 rounding only (the random test mesh has sliver triangles, whose normals are noisy in float32)
     assert all(v < 1e-3 for k, v in terms.items() if k != "normal") and terms["normal"] < 0.02
