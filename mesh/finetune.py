@@ -25,8 +25,9 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import ConcatDataset, DataLoader, Subset
@@ -62,6 +63,10 @@ class DataFile:
     res: list[int] | None = None  # 2D normalisation (w, h); null = the file's meta, else H36M camera sizes
     weight: float = 1.0  # passes over this dataset per epoch (fractions sample without replacement)
     epochs: int | None = None  # use only during the first N epochs (null = always)
+    # Hold out every k-th track for validation when a dataset has no validation split (H36M, MotionBERT's 3DPW):
+    # 'exclude' them from a training entry, keep 'only' them in the validation entry (same file, split and k).
+    holdout_every: int | None = None
+    holdout: Literal["exclude", "only"] = "exclude"
 
 
 @dataclass
@@ -175,7 +180,12 @@ class MeshTask(Task):
             from motion.synthetic import ensure_synthetic_data
 
             path = str(ensure_synthetic_data(Path(self.cfg.data.synthetic_dir))["mesh"])
-        return read_mesh_split(path, f.split, f.res)
+        split = read_mesh_split(path, f.split, f.res)
+        if f.holdout_every is None:
+            return split
+        tracks = list(dict.fromkeys(split.source.tolist()))
+        held = np.isin(split.source, tracks[f.holdout_every - 1::f.holdout_every])
+        return split.subset(held if f.holdout == "only" else ~held)
 
     def _epoch_items(self, epoch: int) -> list[int]:
         """Global clip indices of this epoch (into the concatenation of the training sets), before shuffling."""
