@@ -256,9 +256,9 @@ def generate_sequence(rng: np.random.Generator, body: BodyModel, name: str, n_fr
     lift = gaussian_filter1d(-min_y, sigma=1.5, mode="nearest")
     t_world = np.stack([traj.root_xz[:, 0], lift, traj.root_xz[:, 1]], axis=1)  # (T, 3), added after posing
     joints_world = joints_h36m + t_world[:, None]
-    rest_pelvis = float(joints_h36m[0, 0, 1] - min_y[0])  # pelvis height standing, roughly
+    standing_pelvis = float(np.percentile(joints_h36m[:, 0, 1] - min_y, 90))  # pelvis height when upright
     K, ext, wh, _mode = sample_camera(rng, joints_world[:, 0], float(traj.heading[0]),
-                                      max(rest_pelvis, 0.5), n_frames)
+                                      max(standing_pelvis, 0.5), n_frames)
     R_wc, t_wc = ext[..., :3], ext[..., 3]
     joints_cam = np.einsum("tij,tkj->tki", R_wc, joints_world) + t_wc[:, None]
     # Camera-frame parameters: global orientation R_wc @ R_root; translation so that posing about j0 agrees.

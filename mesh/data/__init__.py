@@ -1,0 +1,1 @@
+"""Mesh-recovery datasets: one schema for MotionBERT pickles, converted 3DPW and synthetic data."""

@@ -1,0 +1,162 @@
+"""Mesh-recovery data in one schema: MotionBERT's ``mesh_det_*.pkl``, converted 3DPW, and the synthetic data.
+
+A file is ``{'train': {...}, 'test': {...}[, 'validation': {...}][, 'meta': {...}]}`` of per-frame arrays with frames
+of a track contiguous (mesh_protocol.md §4): ``joint_2d`` (N, 17, 2) pixels, ``confidence`` (N, 17[, 1]) (absent: 1),
+``smpl_pose`` (N, 72) axis-angle with the global orientation in the camera frame, ``smpl_shape`` (N, 10), ``source``
+(N,) track ids; optional ``gender`` (N,) ('m'/'f', for the gendered protocol).
+
+2D inputs are normalised with a fixed resolution per dataset (§4.6): 3DPW 1920 x 1920, COCO 640 x 640, H36M per
+camera; the synthetic and converted files state theirs in ``meta['normalisation_res']``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from body_models import SMPL24, safe_load_pickle
+from body_models.rotations import flip_axis_angle
+from motion.data.clips import clip_indices
+from motion.data.lifting import H36M_CAMERA_SIZES
+from motion.data.transforms import normalize_2d
+
+_SMPL_FLIP = list(SMPL24.flip_permutation)
+
+
+class MeshDataError(ValueError):
+    """A mesh data file is missing, malformed, or has NaN/inf: the message names the file, key, track and frame."""
+
+
+@dataclass
+class MeshSplit:
+    """One split, per frame (N frames).
+
+    Attributes:
+        inputs: (N, 17, 3) float32 normalised (u, v, confidence).
+        pose: (N, 72) float32 SMPL axis-angle (camera-frame global orientation).
+        shape: (N, 10) float32 betas.
+        source: (N,) track ids; gender: (N,) 'm' / 'f' / '' (unknown).
+        name: 'file [split]' for messages.
+    """
+
+    inputs: np.ndarray
+    pose: np.ndarray
+    shape: np.ndarray
+    source: np.ndarray
+    gender: np.ndarray
+    name: str
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def subset(self, keep: np.ndarray) -> MeshSplit:
+        """The frames where ``keep`` is true (whole tracks, if ``keep`` selects by track)."""
+        return MeshSplit(inputs=self.inputs[keep], pose=self.pose[keep], shape=self.shape[keep],
+                         source=self.source[keep], gender=self.gender[keep], name=self.name)
+
+
+def _need(raw: dict, key: str, shape: tuple[int, ...], where: str) -> np.ndarray:
+    if key not in raw:
+        raise MeshDataError(f"{where}: missing key '{key}' (expected shape (N, {', '.join(map(str, shape))}))")
+    arr = np.asarray(raw[key])
+    if arr.shape[1:] != shape:
+        raise MeshDataError(f"{where}: '{key}' has shape {arr.shape}, expected (N, {', '.join(map(str, shape))})")
+    return arr
+
+
+def _check_finite(arr: np.ndarray, key: str, source: np.ndarray, where: str) -> None:
+    bad = ~np.isfinite(arr.reshape(len(arr), -1).astype(np.float64)).all(axis=1)
+    if bad.any():
+        i = int(np.argmax(bad))
+        first = int(np.argmax(source == source[i]))
+        raise MeshDataError(f"{where}: NaN/inf in '{key}' at frame {i} (track '{source[i]}', frame {i - first} of "
+                            f"the track); {int(bad.sum())} bad frame(s) in all")
+
+
+def _resolution(raw: dict, meta: dict, res: tuple[int, int] | None, n: int, where: str) -> tuple[np.ndarray, ...]:
+    if res is not None:
+        return np.full(n, float(res[0])), np.full(n, float(res[1]))
+    if meta.get("normalisation_res") is not None:
+        w, h = meta["normalisation_res"]
+        return np.full(n, float(w)), np.full(n, float(h))
+    if "camera_name" in raw:  # H36M: per-camera image size
+        cams = np.asarray(raw["camera_name"]).astype(str)
+        unknown = sorted(set(cams) - set(H36M_CAMERA_SIZES))
+        if unknown:
+            raise MeshDataError(f"{where}: no image size for camera(s) {unknown[:5]}; give res: [w, h]")
+        return (np.array([H36M_CAMERA_SIZES[c][0] for c in cams], dtype=np.float64),
+                np.array([H36M_CAMERA_SIZES[c][1] for c in cams], dtype=np.float64))
+    raise MeshDataError(f"{where}: no normalisation resolution: give res: [w, h] (3DPW: [1920, 1920], COCO: [640, 640])")
+
+
+def read_mesh_split(path: str | Path, split: str, res: tuple[int, int] | list[int] | None = None,
+                    require_gt: bool = True) -> MeshSplit:
+    """Read and validate one split of a mesh data file (restricted unpickler).
+
+    Args:
+        res: (w, h) of the fixed 2D normalisation; None = ``meta['normalisation_res']``, else H36M camera sizes.
+        require_gt: whether ``smpl_pose``/``smpl_shape`` must be present (False for inference-only data).
+    """
+    path = Path(path)
+    try:
+        data = safe_load_pickle(path)
+    except Exception as err:
+        raise MeshDataError(str(err)) from None
+    if not isinstance(data, dict) or split not in data:
+        found = sorted(k for k in data if k != "meta") if isinstance(data, dict) else type(data).__name__
+        raise MeshDataError(f"{path}: no '{split}' split (found {found})")
+    where, raw = f"{path} [{split}]", data[split]
+    j2d = _need(raw, "joint_2d", (17, 2), where)
+    n = len(j2d)
+    if "source" not in raw:
+        raise MeshDataError(f"{where}: missing key 'source' (expected (N,) track ids)")
+    source = np.asarray(raw["source"]).astype(str)
+    conf = np.asarray(raw["confidence"], dtype=np.float64) if "confidence" in raw else np.ones((n, 17))
+    conf = conf.reshape(n, 17) if conf.size == n * 17 else conf
+    if conf.shape != (n, 17):
+        raise MeshDataError(f"{where}: 'confidence' has shape {conf.shape}, expected (N, 17) or (N, 17, 1)")
+    if require_gt or "smpl_pose" in raw:
+        pose, shape = _need(raw, "smpl_pose", (72,), where), _need(raw, "smpl_shape", (10,), where)
+    else:
+        pose, shape = np.zeros((n, 72)), np.zeros((n, 10))
+    gender = np.asarray(raw["gender"]).astype(str) if "gender" in raw else np.full(n, "")
+    for key, arr in (("source", source), ("smpl_pose", pose), ("smpl_shape", shape), ("gender", gender)):
+        if len(arr) != n:
+            raise MeshDataError(f"{where}: '{key}' has {len(arr)} frames, 'joint_2d' has {n}")
+    for key, arr in (("joint_2d", j2d), ("confidence", conf), ("smpl_pose", pose), ("smpl_shape", shape)):
+        _check_finite(arr, key, source, where)
+    w, h = _resolution(raw, data.get("meta") or {}, tuple(res) if res is not None else None, n, where)
+    inputs = np.concatenate([normalize_2d(j2d, w[:, None], h[:, None]), np.clip(conf, 0, 1)[..., None]], axis=-1)
+    return MeshSplit(inputs=inputs.astype(np.float32), pose=pose.astype(np.float32),
+                     shape=shape.astype(np.float32), source=source, gender=gender, name=where)
+
+
+def flip_smpl_pose(pose: torch.Tensor) -> torch.Tensor:
+    """Mirror SMPL axis-angle poses ``(..., 72)`` across the camera's x = 0 plane: (x, -y, -z) per joint, then
+    swap the left/right joints (mesh_protocol.md §4.10)."""
+    aa = flip_axis_angle(pose.reshape(*pose.shape[:-1], 24, 3))
+    return aa[..., _SMPL_FLIP, :].reshape(pose.shape)
+
+
+class MeshClips(Dataset):
+    """Clips of a :class:`MeshSplit`: ``{'input': (T, 17, 3), 'pose': (T, 72), 'shape': (T, 10), 'index': (T,)}``.
+
+    Clips never cross a track; every frame is covered (see ``motion.data.clips.clip_indices``).
+    """
+
+    def __init__(self, split: MeshSplit, clip_len: int, stride: int) -> None:
+        self.split = split
+        self.clips = clip_indices(split.source, clip_len, stride)
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        idx = self.clips[i]
+        s = self.split
+        return {"input": torch.from_numpy(s.inputs[idx]), "pose": torch.from_numpy(s.pose[idx]),
+                "shape": torch.from_numpy(s.shape[idx]), "index": torch.from_numpy(idx)}

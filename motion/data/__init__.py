@@ -1,0 +1,1 @@
+"""Motion data: clip cutting, 2D normalisation and the H36M 2D->3D lifting dataset."""

@@ -1,0 +1,159 @@
+"""The 2D->3D lifting data: MotionBERT's H36M pickle schema (``h36m_sh_conf_cam_source_final.pkl``) and clips of it.
+
+Schema (spec/ssrstf.md §8.1): ``{'train': {...}, 'test': {...}}`` of per-frame arrays: ``joint_2d`` (N, 17, 2)
+pixels, ``confidence`` (N, 17[, 1]) (absent in the CPN file: 1), ``joint3d_image`` (N, 17, 3), ``joints_2.5d_image``
+(N, 17, 3) mm, ``2.5d_factor`` (N,), ``camera_name`` (N,), ``source`` (N,), ``action`` (N,). The synthetic generator
+writes the same schema, with its camera sizes in a top-level ``meta`` entry.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from body_models import safe_load_pickle
+from motion.data.clips import clip_indices
+from motion.data.transforms import normalize_2d, normalize_image_3d
+
+# Human3.6M camera image sizes (w, h), as used by MotionBERT's reader.
+H36M_CAMERA_SIZES: dict[str, tuple[int, int]] = {
+    "54138969": (1000, 1002), "55011271": (1000, 1000), "58860488": (1000, 1000), "60457274": (1000, 1002),
+}
+# Test videos that the reference evaluation skips (bad ground truth in the released data).
+H36M_EXCLUDED_TEST = ("s_09_act_05_subact_02", "s_09_act_10_subact_02", "s_09_act_13_subact_01")
+
+
+class LiftingDataError(ValueError):
+    """A lifting data file is missing, malformed, or has NaN/inf: the message names the file, key, track, frame."""
+
+
+@dataclass
+class LiftingSplit:
+    """One split, per frame (N frames), ready for the network.
+
+    Attributes:
+        inputs: (N, 17, 3) float32 normalised (u, v, confidence).
+        targets: (N, 17, 3) float32 normalised 3D (image-plane x, y; depth offset), not yet root-relative.
+        target_mm: (N, 17, 3) float64 ``joints_2.5d_image`` in mm (evaluation target).
+        factor: (N,) ``2.5d_factor``: denormalised pixel units -> mm.
+        width, height: (N,) image size used for the normalisation.
+        source: (N,) track id; action: (N,) action name ('' when unknown).
+    """
+
+    inputs: np.ndarray
+    targets: np.ndarray
+    target_mm: np.ndarray
+    factor: np.ndarray
+    width: np.ndarray
+    height: np.ndarray
+    source: np.ndarray
+    action: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def subset(self, keep: np.ndarray) -> LiftingSplit:
+        return LiftingSplit(**{k: v[keep] for k, v in vars(self).items()})
+
+
+def _field(split: dict, key: str, shape: tuple[int, ...], where: str) -> np.ndarray:
+    if key not in split:
+        raise LiftingDataError(f"{where}: missing key '{key}' (expected shape (N, {', '.join(map(str, shape))}))")
+    arr = np.asarray(split[key])
+    if arr.shape[1:] != shape:
+        raise LiftingDataError(f"{where}: '{key}' has shape {arr.shape}, expected (N, {', '.join(map(str, shape))})")
+    return arr
+
+
+def _check_finite(arr: np.ndarray, key: str, source: np.ndarray, where: str) -> None:
+    bad = ~np.isfinite(arr.reshape(len(arr), -1)).all(axis=1)
+    if bad.any():
+        i = int(np.argmax(bad))
+        first = int(np.argmax(source == source[i]))
+        raise LiftingDataError(f"{where}: NaN/inf in '{key}' at frame {i} (track '{source[i]}', frame {i - first} "
+                               f"of the track); {int(bad.sum())} bad frame(s) in all")
+
+
+def read_lifting_split(path: str | Path, split: str, camera_sizes: dict[str, tuple[int, int]] | None = None,
+                       exclude_sources: tuple[str, ...] = ()) -> LiftingSplit:
+    """Read and validate one split of a lifting pickle (through the restricted unpickler).
+
+    Args:
+        camera_sizes: image (w, h) per camera name; default: the file's ``meta['camera_sizes']``, else H36M's.
+        exclude_sources: track-id prefixes to drop (``H36M_EXCLUDED_TEST`` for the reference H36M evaluation).
+    """
+    path = Path(path)
+    try:
+        data = safe_load_pickle(path)
+    except Exception as err:
+        raise LiftingDataError(str(err)) from None
+    if not isinstance(data, dict) or split not in data:
+        keys = sorted(data) if isinstance(data, dict) else type(data).__name__
+        raise LiftingDataError(f"{path}: no '{split}' split (found {keys})")
+    where = f"{path} [{split}]"
+    raw = data[split]
+    j2d = _field(raw, "joint_2d", (17, 2), where)
+    n = len(j2d)
+    j3d = _field(raw, "joint3d_image", (17, 3), where)
+    mm = _field(raw, "joints_2.5d_image", (17, 3), where)
+    factor = np.asarray(raw.get("2.5d_factor", np.ones(n)), dtype=np.float64).reshape(-1)
+    conf = np.asarray(raw["confidence"], dtype=np.float64) if "confidence" in raw else np.ones((n, 17))
+    conf = conf.reshape(n, 17) if conf.size == n * 17 else conf
+    if conf.shape != (n, 17):
+        raise LiftingDataError(f"{where}: 'confidence' has shape {conf.shape}, expected (N, 17) or (N, 17, 1)")
+    for key in ("source", "camera_name"):
+        if key not in raw:
+            raise LiftingDataError(f"{where}: missing key '{key}' (expected (N,) strings)")
+    source = np.asarray(raw["source"]).astype(str)
+    cams = np.asarray(raw["camera_name"]).astype(str)
+    action = np.asarray(raw["action"]).astype(str) if "action" in raw else np.full(n, "", dtype="<U1")
+    for key, arr in (("joint3d_image", j3d), ("joints_2.5d_image", mm), ("2.5d_factor", factor), ("source", source),
+                     ("camera_name", cams), ("action", action), ("confidence", conf)):
+        if len(arr) != n:
+            raise LiftingDataError(f"{where}: '{key}' has {len(arr)} frames, 'joint_2d' has {n}")
+    for key, arr in (("joint_2d", j2d), ("confidence", conf), ("joint3d_image", j3d), ("joints_2.5d_image", mm),
+                     ("2.5d_factor", factor)):
+        _check_finite(np.asarray(arr, dtype=np.float64), key, source, where)
+
+    sizes = camera_sizes or (data.get("meta", {}) or {}).get("camera_sizes") or H36M_CAMERA_SIZES
+    unknown = sorted(set(cams) - set(sizes))
+    if unknown:
+        raise LiftingDataError(f"{where}: no image size for camera(s) {unknown[:5]} (known: {sorted(sizes)[:8]})")
+    width = np.array([sizes[c][0] for c in cams], dtype=np.float64)
+    height = np.array([sizes[c][1] for c in cams], dtype=np.float64)
+    inputs = np.concatenate([normalize_2d(j2d, width[:, None], height[:, None]),
+                             np.clip(conf, 0.0, 1.0)[..., None]], axis=-1)
+    out = LiftingSplit(
+        inputs=inputs.astype(np.float32), targets=normalize_image_3d(j3d, width[:, None], height[:, None]).astype(
+            np.float32), target_mm=mm.astype(np.float64), factor=factor, width=width, height=height, source=source,
+        action=action,
+    )
+    if exclude_sources:
+        keep = ~np.array([any(s.startswith(e) for e in exclude_sources) for s in source])
+        out = out.subset(keep)
+    return out
+
+
+class LiftingClips(Dataset):
+    """Clips of a :class:`LiftingSplit`: ``{'input': (T, 17, 3), 'target': (T, 17, 3) root-relative,
+    'index': (T,) frame indices}``. Flip augmentation is applied by the trainer on whole batches."""
+
+    def __init__(self, split: LiftingSplit, clip_len: int, stride: int) -> None:
+        self.split = split
+        self.clips = clip_indices(split.source, clip_len, stride)
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        idx = self.clips[i]
+        target = self.split.targets[idx]
+        return {
+            "input": torch.from_numpy(self.split.inputs[idx]),
+            "target": torch.from_numpy(target - target[:, :1]),
+            "index": torch.from_numpy(idx),
+        }
