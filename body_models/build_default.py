@@ -256,7 +256,8 @@ def joint_regressor(verts: np.ndarray, targets: np.ndarray, weights: np.ndarray,
     """(24, V) SMPL joint regressor and per-joint RMS error (m) over the samples.
 
     Candidates for a joint: body-surface vertices skinned to it, its parent or its children, inside a ball around
-    the mean-shape target somewhat larger than the limb's radius there (so the target is inside their hull).
+    the mean-shape target a few times the limb's radius there (so that the target lies well inside their hull, and
+    the spine joints, near the back, still get front vertices).
     """
     mean_v, mean_t = verts.mean(0), targets.mean(0)
     reg, errs = np.zeros((24, verts.shape[1])), np.zeros(24)
@@ -264,7 +265,7 @@ def joint_regressor(verts: np.ndarray, targets: np.ndarray, weights: np.ndarray,
         family = [j] + ([SMPL_PARENTS[j]] if j else []) + [c for c, p in enumerate(SMPL_PARENTS) if p == j]
         near = weights[:, family].sum(1) > 0.05
         dist = np.linalg.norm(mean_v - mean_t[j], axis=1)
-        radius = 1.5 * dist[body & near].min() + 0.02
+        radius = 3.0 * dist[body & near].min() + 0.05
         cand = np.flatnonzero(body & near & (dist < radius))
         reg[j, cand], errs[j] = fit_regressor(verts, targets[:, j], cand)
     return reg, errs

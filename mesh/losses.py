@@ -91,4 +91,4 @@ def mesh_loss(pred: MeshOutput, gt: MeshOutput, w: LossWeights, faces: torch.Ten
         cos = (_face_normals(pred.vertices, faces) * _face_normals(gt.vertices, faces)).sum(dim=-1)
         terms["normal"] = (1 - cos).mean()
     total = sum(getattr(w, k) * v for k, v in terms.items())
-    return total, {k: float(v) for k, v in terms.items()}
+    return total, {k: float(v.detach()) for k, v in terms.items()}

@@ -92,7 +92,7 @@ def lifting_loss(pred: torch.Tensor, target: torch.Tensor, weights: LossSection)
     terms = {"mpjpe": mpjpe(pred, target).mean(), "n_mpjpe": n_mpjpe(pred, target).mean(),
              "velocity": velocity_error(pred, target).mean() if pred.shape[1] > 1 else pred.sum() * 0}
     total = sum(getattr(weights, k) * v for k, v in terms.items())
-    return total, {k: float(v) for k, v in terms.items()}
+    return total, {k: float(v.detach()) for k, v in terms.items()}
 
 
 def split_validation(train: LiftingSplit, every: int) -> tuple[LiftingSplit, LiftingSplit]:

@@ -227,7 +227,7 @@ def fit(task: Task, loop: LoopConfig, env: DistEnv, out: Path, amp: AmpMode, see
                 torch.nn.utils.clip_grad_norm_(task.model.parameters(), loop.grad_clip)
             scaler.step(task.optimizer)
             scaler.update()
-            for key, value in {"loss": float(loss), **terms}.items():
+            for key, value in {"loss": float(loss.detach()), **terms}.items():
                 pos["sums"][key] = pos["sums"].get(key, 0.0) + value
             pos["step"] = step + 1
             bar.set_postfix(loss=f"{pos['sums']['loss'] / pos['step']:.4f}")
@@ -236,7 +236,13 @@ def fit(task: Task, loop: LoopConfig, env: DistEnv, out: Path, amp: AmpMode, see
                 task.save(out / "last.pt", {**meta, "epoch": epoch, "step": pos["step"]}, train_state())
         bar.close()
         task.scheduler.step()
-        train_means = {f"train_{k}": v / max(pos["step"], 1) for k, v in pos["sums"].items()}
+        sums = pos["sums"]
+        if env.world > 1:  # log the global mean over all ranks' batches, as a single process would see it
+            keys = sorted(sums)
+            packed = torch.tensor([sums[k] for k in keys], dtype=torch.float64)
+            dist.all_reduce(packed)
+            sums = {k: float(v) / env.world for k, v in zip(keys, packed, strict=True)}
+        train_means = {f"train_{k}": v / max(pos["step"], 1) for k, v in sums.items()}
         pos.update(epoch=epoch + 1, step=0, sums={})
         if env.main:
             val = task.validate()

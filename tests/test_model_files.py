@@ -95,7 +95,7 @@ def test_resolution_order(tmp_path: Path, arrays: dict[str, np.ndarray], monkeyp
     assert resolve_model_path(explicit) == explicit  # explicit beats the environment
     with pytest.raises(BodyModelFileError, match=r"from \$SMPL_MODEL_DIR\): no SMPL_MALE\.pkl"):
         resolve_model_path(gender="male")
-    with pytest.raises(BodyModelFileError, match="nowhere: no such file or folder"):
+    with pytest.raises(BodyModelFileError, match=r"nowhere \(from argument\): no such file or folder"):
         resolve_model_path(tmp_path / "nowhere")
 
 

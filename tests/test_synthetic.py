@@ -20,7 +20,17 @@ from motion.synthetic import (
     generate_sequences,
     main,
 )
-from motion.synthetic_poses import CHANNEL_LIMITS, CHANNELS, blend_weights, plan_segments, plan_trajectory
+from motion.synthetic_poses import (
+    CH,
+    CHANNEL_LIMITS,
+    CHANNELS,
+    blend_weights,
+    channels_to_rotmats,
+    clamp_channels,
+    plan_segments,
+    plan_trajectory,
+    smooth_clamp,
+)
 
 BONES = np.array(H36M17.bones)  # (16, 2) parent, child
 COUNTS = {"train": 3, "validation": 2, "test": 2}
@@ -249,6 +259,24 @@ def test_pose_channels_blend_and_limits() -> None:
     assert ((traj.channels >= lo) & (traj.channels <= hi)).all()
     rot = traj.rotmats
     np.testing.assert_allclose(rot @ rot.swapaxes(-1, -2), np.broadcast_to(np.eye(3), rot.shape), atol=1e-10)
+
+
+def test_joint_limits_clamp() -> None:
+    x = np.linspace(-5, 5, 2001)
+    y = smooth_clamp(x, 0.0, 2.3)
+    assert (y >= 0.0).all() and (y <= 2.3).all() and (np.diff(y) >= 0).all()
+    inner = (x > 0.5) & (x < 1.8)
+    np.testing.assert_array_equal(y[inner], x[inner])  # identity away from the limits
+    assert np.abs(np.diff(y, 2)).max() < 1e-3  # no kink: C1 at the margins
+    # a knee driven "backwards" still bends only forward in SMPL terms
+    ch = np.zeros((5, len(CHANNELS)))
+    ch[:, CH["l_knee"]] = ch[:, CH["r_knee"]] = np.linspace(-2, 1, 5)
+    ch[:, CH["l_elbow"]] = ch[:, CH["r_elbow"]] = np.linspace(-2, 1, 5)
+    pose = channels_to_rotmats(clamp_channels(ch), np.zeros(5))
+    knee_x = np.arctan2(pose[:, [4, 5], 2, 1], pose[:, [4, 5], 1, 1])  # rotation about x
+    assert (knee_x >= 0).all() and (knee_x[-1] > 0.9).all()
+    elbow_y = np.arctan2(pose[:, [18, 19], 0, 2], pose[:, [18, 19], 0, 0])  # rotation about y
+    assert (elbow_y[:, 0] <= 0).all() and (elbow_y[:, 1] >= 0).all() and elbow_y[-1, 1] > 0.9
 
 
 def test_speed(body: BodyModel) -> None:
