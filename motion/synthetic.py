@@ -29,6 +29,7 @@ import pickle
 import sys
 import tempfile
 import time
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,7 +38,7 @@ import numpy as np
 import torch
 from scipy.ndimage import gaussian_filter1d
 
-from body_models import BodyModel, load_body_model
+from body_models import BodyModel, BodyModelData, load_body_model
 from body_models.rotations import axis_angle_to_rotmat, rotmat_to_axis_angle
 from motion.synthetic_poses import FPS, PRIMITIVES, plan_trajectory, smooth_noise
 
@@ -231,6 +232,56 @@ def detector_noise(rng: np.random.Generator, gt2d: np.ndarray) -> tuple[np.ndarr
 
 
 # ---------------------------------------------------------------------------------------------------------------------
+# Fast body evaluation
+
+
+_REDUCED: weakref.WeakKeyDictionary[BodyModel, tuple[BodyModel, int]] = weakref.WeakKeyDictionary()
+SOLE_BAND = 0.04  # m: foot vertices this close to the rest mesh's lowest point are the soles (ground contact)
+FOOT_JOINTS = (7, 8, 10, 11)  # SMPL ankles and feet
+
+
+def reduced_body(body: BodyModel) -> tuple[BodyModel, int]:
+    """A body model restricted to the vertices the generator needs, and the number of sole vertices.
+
+    The generator only needs the H36M-17 joints (regressed from a few hundred vertices) and the lowest sole point
+    (ground contact), not the whole mesh: skinning ~10x fewer vertices makes a sequence ~10x faster. The reduced model
+    is built from the same arrays through the public ``BodyModel`` constructor, so its ``joints_h36m`` equal the full
+    model's (the tests check this against the full model): vertices = [soles, regressor support, 24 virtual vertices
+    that carry the full model's rest joints (linear in betas), so the kinematic chain is unchanged].
+    """
+    if body in _REDUCED:
+        return _REDUCED[body]
+    v = body.v_template.double().numpy()
+    weights = body.lbs_weights.double().numpy()
+    foot = np.isin(weights.argmax(axis=1), FOOT_JOINTS)
+    low = v[:, 1] < v[:, 1].min() + SOLE_BAND
+    soles = np.nonzero(foot & low)[0] if (foot & low).any() else np.nonzero(low)[0]
+    reg = body.J_regressor_h36m.double().numpy()
+    support = np.setdiff1d(np.nonzero(np.abs(reg).sum(axis=0) > 0)[0], soles)
+    keep = np.concatenate([soles, support])
+    k, nb = body.num_joints, body.num_betas
+    joint_rest = body.joint_template.double().numpy()
+    joint_dirs = body.joint_shapedirs.double().numpy()
+    posedirs = None
+    if body.has_posedirs:  # buffer layout (9 (K-1), V 3) -> (V, 3, 9 (K-1)); virtual vertices get none
+        pd = body.posedirs.double().numpy().reshape(-1, v.shape[0], 3)[:, keep].transpose(1, 2, 0)
+        posedirs = np.concatenate([pd, np.zeros((k, 3, pd.shape[-1]))])
+    data = BodyModelData(
+        v_template=np.concatenate([v[keep], joint_rest]),
+        shapedirs=np.concatenate([body.shapedirs.double().numpy()[keep], joint_dirs]),
+        posedirs=posedirs,
+        J_regressor=np.concatenate([np.zeros((k, len(keep))), np.eye(k)], axis=1),
+        weights=np.concatenate([weights[keep], np.eye(k)]),
+        parents=body.parents.numpy(), faces=np.zeros((1, 3), dtype=np.int64),
+        J_regressor_h36m=np.concatenate([reg[:, keep], np.zeros((17, k))], axis=1),
+        source=f"{body.source} (generator subset: {len(keep)} vertices)",
+    )
+    reduced = BodyModel(data, num_betas=nb).to(body.v_template.dtype)
+    _REDUCED[body] = (reduced, len(soles))
+    return reduced, len(soles)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
 # Sequences
 
 
@@ -239,6 +290,7 @@ def generate_sequence(rng: np.random.Generator, body: BodyModel, name: str, n_fr
     """One sequence: plan poses, run the body model once (all frames), ground it, film it, add detector noise."""
     traj = plan_trajectory(rng, n_frames, FPS)
     betas = np.clip(rng.standard_normal(10), -2.5, 2.5)
+    fast, n_soles = reduced_body(body)
     dtype = body.v_template.dtype
     rot_t = torch.from_numpy(traj.rotmats).to(dtype)
     betas_t = torch.from_numpy(betas).to(dtype)[None]
@@ -246,13 +298,13 @@ def generate_sequence(rng: np.random.Generator, body: BodyModel, name: str, n_fr
         # All frames of the sequence in one call (or a few for long sequences, to bound memory).
         lowest, joints = [], []
         for chunk in torch.split(rot_t, CHUNK_FRAMES):
-            out = body(chunk, betas_t)
-            lowest.append(out.vertices[..., 1].amin(dim=-1))
+            out = fast(chunk, betas_t)
+            lowest.append(out.vertices[..., :n_soles, 1].amin(dim=-1))
             joints.append(out.joints_h36m)
         j0 = body.rest_shape(betas_t)[1][0, 0].double().numpy()  # rest root joint: the pivot of the global rotation
     min_y = torch.cat(lowest).double().numpy()
     joints_h36m = torch.cat(joints).double().numpy()
-    # Ground contact: the lowest vertex touches the floor (y = 0); lightly smoothed so foot switches don't jerk.
+    # Ground contact: the lowest sole vertex touches the floor (y = 0); lightly smoothed so foot switches don't jerk.
     lift = gaussian_filter1d(-min_y, sigma=1.5, mode="nearest")
     t_world = np.stack([traj.root_xz[:, 0], lift, traj.root_xz[:, 1]], axis=1)  # (T, 3), added after posing
     joints_world = joints_h36m + t_world[:, None]

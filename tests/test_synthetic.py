@@ -172,6 +172,12 @@ def test_body_model_and_projection_reproduce_stored_joints(dataset: dict, body: 
         out = body.forward_axis_angle(torch.from_numpy(split["smpl_pose"]), torch.from_numpy(split["smpl_shape"]),
                                       torch.from_numpy(split["trans"]))
     assert np.abs(out.joints_h36m.numpy() - split["joint_cam"]).max() < 1e-4
+    # one skeleton per sequence: the kinematic (SMPL-24) bones are exactly rigid over each track
+    parents = np.array(body.parents[1:])
+    smpl = out.joints.double().numpy()
+    for tr in _tracks(split["source"]):
+        lengths = np.linalg.norm(smpl[tr, 1:] - smpl[tr, parents], axis=-1)
+        assert np.abs(lengths - lengths[0]).max() < 1e-4
     cam = split["joint_cam"].astype(np.float64)
     uvw = np.einsum("nij,nkj->nki", split["cam_intrinsics"], cam)
     uv = uvw[..., :2] / uvw[..., 2:]
@@ -199,10 +205,11 @@ def test_motion_is_plausible(dataset: dict) -> None:
         assert d2 / d1 < 0.5
         # upright: head above pelvis (camera y points down)
         assert (joints[:, 10, 1] < joints[:, 0, 1]).mean() > 0.95
-        # rigid-ish skeleton: bone lengths stay nearly constant within a sequence
+        # bone lengths nearly constant; regressed H36M joints move a little with skin deformation (deep squats)
         bones = _bone_lengths(joints)
         real = bones.mean(axis=0) > 0.01  # (a stand-in stick figure may put nose and head together)
-        assert (bones.std(axis=0)[real] / bones.mean(axis=0)[real]).max() < 0.08
+        assert (bones.std(axis=0)[real] / bones.mean(axis=0)[real]).max() < 0.12
+        assert np.median(bones.std(axis=0)[real] / bones.mean(axis=0)[real]) < 0.03
         # in front of the camera, at a sensible distance
         assert (joints[..., 2] > 1.5).all() and (joints[:, 0, 2] < 12).all()
     # joint limits: SMPL knees (4, 5) flex one way only (+x), elbows (18, 19) only forward
