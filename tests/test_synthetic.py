@@ -173,7 +173,7 @@ def test_body_model_and_projection_reproduce_stored_joints(dataset: dict, body: 
                                       torch.from_numpy(split["trans"]))
     assert np.abs(out.joints_h36m.numpy() - split["joint_cam"]).max() < 1e-4
     # one skeleton per sequence: the kinematic (SMPL-24) bones are exactly rigid over each track
-    parents = np.array(body.parents[1:])
+    parents = body.parents[1:].numpy()
     smpl = out.joints.double().numpy()
     for tr in _tracks(split["source"]):
         lengths = np.linalg.norm(smpl[tr, 1:] - smpl[tr, parents], axis=-1)
