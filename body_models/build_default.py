@@ -29,14 +29,12 @@ import numpy as np
 import torch
 from scipy.optimize import nnls
 
+from body_models.joint_sets import SMPL24
+
 DEFAULT_OUT = Path(__file__).resolve().parent / "assets" / "open_body.npz"
 
-SMPL_JOINT_NAMES = (
-    "pelvis", "left_hip", "right_hip", "spine1", "left_knee", "right_knee", "spine2", "left_ankle", "right_ankle",
-    "spine3", "left_foot", "right_foot", "neck", "left_collar", "right_collar", "head", "left_shoulder",
-    "right_shoulder", "left_elbow", "right_elbow", "left_wrist", "right_wrist", "left_hand", "right_hand",
-)
-SMPL_PARENTS = (-1, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 9, 9, 12, 13, 14, 16, 17, 18, 19, 20, 21)
+SMPL_JOINT_NAMES = SMPL24.joint_names
+SMPL_PARENTS = SMPL24.parents
 J = {name: i for i, name in enumerate(SMPL_JOINT_NAMES)}
 SIDES = (("L", "left"), ("R", "right"))
 
