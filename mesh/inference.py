@@ -91,7 +91,7 @@ def predict_track(model: MeshRecovery, inputs: np.ndarray, clip_len: int, stride
         x = x_all[torch.from_numpy(idx)].to(device)
         with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
             out = predict_clips(model, x, flip_test)
-        rot = out.rotmats if out.rotmats.dim() == 5 else out.rotmats[None]  # (S, B, T, 24, 3, 3), S = 1 or 2
+        rot = out.rotmats if out.rotmats.dim() == 6 else out.rotmats[None]  # (S, B, T, 24, 3, 3), S = 1 or 2
         fields = {"rotmats": rot.float().mean(dim=0), "betas": out.betas.float()[:, None].expand(-1, clip_len, -1),
                   "vertices": out.vertices.float(), "joints_h36m": out.joints_h36m.float(),
                   "joints_smpl": out.joints_smpl.float()}
