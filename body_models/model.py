@@ -94,6 +94,16 @@ class BodyModel(nn.Module):
         joints = self.joint_template + blend_shapes(flat, self.joint_shapedirs)
         return verts.reshape(*lead, -1, 3), joints.reshape(*lead, -1, 3)
 
+    @staticmethod
+    def _shape_groups(betas_batch: torch.Size, batch: torch.Size, n: int) -> tuple[int, int] | None:
+        """``(m, k)`` when the n frames form m runs of k consecutive frames sharing one shape (e.g. betas
+        ``(B, 1, 10)`` against poses ``(B, T, ...)``: m = B, k = T); None when shapes are not shared that way."""
+        m = int(np.prod(betas_batch)) if len(betas_batch) else 1
+        if m >= n or n % m:
+            return None
+        idx = torch.arange(m).reshape(betas_batch).expand(batch).reshape(m, n // m)
+        return (m, n // m) if bool((idx == idx[:, :1]).all()) else None
+
     def forward(self, rotmats: torch.Tensor, betas: torch.Tensor, transl: torch.Tensor | None = None
                 ) -> BodyModelOutput:
         """Pose and shape the body.
@@ -121,16 +131,28 @@ class BodyModel(nn.Module):
         j_flat = j_rest.expand(*batch, self.num_joints, 3).reshape(n, self.num_joints, 3)
         joints, rel = batch_rigid_transform(rot_flat, j_flat, self.parents, dtype=dtype)
 
-        # Per-vertex blend of the joint transforms' top 3 rows (the 4th is constant): (..., V, 3, 4).
-        top = rel[:, :, :3, :].reshape(n, self.num_joints, 12)
-        skin = (self.lbs_weights @ top).reshape(*batch, -1, 3, 4)
-        if self.has_posedirs:
-            eye = torch.eye(3, dtype=dtype, device=rot_flat.device)
-            pose_feature = (rot_flat[:, 1:] - eye).reshape(n, -1)
-            v_rest = v_shaped.expand(*batch, -1, 3) + (pose_feature @ self.posedirs).reshape(*batch, -1, 3)
+        top = rel[:, :, :3, :]  # (n, 24, 3, 4): the 4th row of a rigid transform is constant
+        groups = self._shape_groups(betas.shape[:-1], batch, n)
+        if groups is not None and not self.has_posedirs:
+            # v = sum_j w_vj [R_j | t_j] (v_rest, 1) = M @ A, with M[v, (j, b)] = w_vj (v_rest, 1)_b built once per
+            # shape and A[(j, b), a] = [R_j | t_j]_ab per frame: one (V, 96) x (96, 3 k) product per shape covers
+            # its k frames, with no (V, 3, 4) temporaries per frame.
+            m, k = groups
+            v_h = torch.cat([v_shaped, torch.ones_like(v_shaped[..., :1])], dim=-1).reshape(m, -1, 4)
+            blend = (self.lbs_weights[..., None] * v_h.unsqueeze(-2)).flatten(-2)  # (m, V, 24 * 4)
+            per_frame = top.transpose(-1, -2).reshape(m, k, self.num_joints * 4, 3)
+            out = torch.bmm(blend, per_frame.permute(0, 2, 1, 3).reshape(m, self.num_joints * 4, k * 3))
+            vertices = out.reshape(m, -1, k, 3).transpose(1, 2).reshape(*batch, -1, 3)
         else:
-            v_rest = v_shaped  # broadcasts in the product below: no per-frame copy of the shaped mesh
-        vertices = (skin[..., :3] * v_rest.unsqueeze(-2)).sum(-1) + skin[..., 3]
+            # Per-vertex blend of the joint transforms, then applied to each frame's rest vertices.
+            skin = (self.lbs_weights @ top.reshape(n, self.num_joints, 12)).reshape(*batch, -1, 3, 4)
+            if self.has_posedirs:
+                eye = torch.eye(3, dtype=dtype, device=rot_flat.device)
+                pose_feature = (rot_flat[:, 1:] - eye).reshape(n, -1)
+                v_rest = v_shaped.expand(*batch, -1, 3) + (pose_feature @ self.posedirs).reshape(*batch, -1, 3)
+            else:
+                v_rest = v_shaped  # broadcasts in the product below: no per-frame copy of the shaped mesh
+            vertices = (skin[..., :3] * v_rest.unsqueeze(-2)).sum(-1) + skin[..., 3]
         joints = joints.reshape(*batch, self.num_joints, 3)
         if transl is not None:
             transl = transl.to(dtype).unsqueeze(-2)

@@ -113,3 +113,18 @@ def test_cuda_matches_cpu(smpl_sized: Path) -> None:
     cpu = body(rot, betas)
     gpu = body.to("cuda")(rot.cuda(), betas.cuda())
     assert (gpu.vertices.cpu() - cpu.vertices).abs().max() < 1e-4
+
+
+def test_grouped_skinning_without_correctives_matches_per_frame() -> None:
+    """The default model has no pose correctives, so one shape per clip takes the grouped (M @ A) path."""
+    body = load_body_model().double()
+    rot = random_pose(3, 16, seed=3)
+    betas = torch.randn(3, 1, 10, dtype=torch.float64)
+    per_clip, per_frame = body(rot, betas), body(rot, betas.expand(3, 16, 10).contiguous())
+    assert (per_clip.vertices - per_frame.vertices).abs().max() < 1e-6
+    assert (per_clip.joints_h36m - per_frame.joints_h36m).abs().max() < 1e-6
+    # shapes shared across the *first* batch dim are not consecutive runs: the general path must agree too
+    shared_over_clips = torch.randn(16, 10, dtype=torch.float64)
+    a = body(rot, shared_over_clips)
+    b = body(rot, shared_over_clips.expand(3, 16, 10).contiguous())
+    assert (a.vertices - b.vertices).abs().max() < 1e-6
