@@ -655,8 +655,9 @@ class KeypointFrame:
 
     @classmethod
     def fit(cls, keypoints: np.ndarray, width: int, height: int, image_size: Sequence[float] | None = None,
-            margin: float = 0.05, min_conf: float = 0.1) -> KeypointFrame:
-        """Fit the whole image (``image_size`` = (w, h)) or, without it, the sequence's confident keypoints."""
+            margin: float = 0.05, min_conf: float = 0.1, top: int = 0) -> KeypointFrame:
+        """Fit the whole image (``image_size`` = (w, h)) or, without it, the sequence's confident keypoints, into
+        the panel below its first ``top`` rows (kept for a label)."""
         if image_size is not None:
             lo, hi = np.zeros(2), np.asarray(image_size, dtype=np.float64)
         else:
@@ -664,8 +665,9 @@ class KeypointFrame:
             pts = kp[(kp[:, 2] >= min_conf) & np.isfinite(kp[:, :2]).all(1), :2]
             lo, hi = (pts.min(0), pts.max(0)) if len(pts) else (np.zeros(2), np.ones(2))
         span = np.maximum(hi - lo, 1e-6)
-        scale = float(min(width * (1 - 2 * margin) / span[0], height * (1 - 2 * margin) / span[1]))
-        offset = (np.array([width, height]) - span * scale) / 2
+        avail = height - top
+        scale = float(min(width * (1 - 2 * margin) / span[0], avail * (1 - 2 * margin) / span[1]))
+        offset = (np.array([width, avail]) - span * scale) / 2 + [0, top]
         box = (offset[0], offset[1], offset[0] + span[0] * scale, offset[1] + span[1] * scale)
         return cls(origin=lo, scale=scale, offset=offset, image_box=box if image_size is not None else None)
 
@@ -829,7 +831,7 @@ def video_frames(pred: MeshResult, gt: MeshResult | None = None, options: VideoO
             panels_per_view.append((view, [Layer(0, opt.pred_color)], f"{view}: prediction"))
     kp_frame = None
     if opt.keypoints and pred.keypoints_2d is not None:
-        kp_frame = KeypointFrame.fit(pred.keypoints_2d, size, size, pred.image_size)
+        kp_frame = KeypointFrame.fit(pred.keypoints_2d, size, size, pred.image_size, top=16)
     bg255 = tuple(round(c * 255) for c in opt.bg_color)
     own = renderer is None
     r = renderer or MeshRenderer(faces, size, size, bg_color=opt.bg_color, samples=opt.samples)

@@ -19,11 +19,11 @@ C = ex.CAM_TO_YUP
 
 
 @pytest.fixture(scope="module")
-def body():  # noqa: ANN201
+def body():
     return load_body_model()
 
 
-def make_prediction(body, n: int = 12, vary_betas: bool = False, seed: int = 0) -> TrackPrediction:  # noqa: ANN001
+def make_prediction(body, n: int = 12, vary_betas: bool = False, seed: int = 0) -> TrackPrediction:
     """A prediction-like track: random poses (upright in the camera frame), centred like mesh.model.pose_body."""
     g = torch.Generator().manual_seed(seed)
     pose = torch.randn(n, 72, generator=g) * 0.3
@@ -38,13 +38,13 @@ def make_prediction(body, n: int = 12, vary_betas: bool = False, seed: int = 0) 
 
 
 @pytest.fixture(scope="module")
-def result(body) -> ex.MeshResult:  # noqa: ANN001
+def result(body) -> ex.MeshResult:
     kp = np.random.default_rng(0).uniform(0, 500, size=(12, 17, 3)).astype(np.float32)
     return ex.result_from_prediction(make_prediction(body), body, frame_index=np.arange(12) * 2 + 3, fps=25.0,
                                      keypoints_2d=kp, image_size=(640, 480))
 
 
-def test_npz_round_trip(tmp_path: Path, result: ex.MeshResult, body) -> None:  # noqa: ANN001
+def test_npz_round_trip(tmp_path: Path, result: ex.MeshResult, body) -> None:
     path = ex.save_result(tmp_path / "r.npz", result)
     back = ex.load_result(path)
     for key in ("global_orient", "body_pose", "betas", "transl", "joints", "joints_h36m", "vertices", "frame_index",
@@ -64,7 +64,7 @@ def test_npz_errors(tmp_path: Path, result: ex.MeshResult) -> None:
     with pytest.raises(ex.ResultFileError, match="no such result file"):
         ex.load_result(tmp_path / "missing.npz")
     (tmp_path / "junk.npz").write_bytes(b"not a zip")
-    with pytest.raises(ex.ResultFileError, match="not a readable .npz"):
+    with pytest.raises(ex.ResultFileError, match=r"not a readable \.npz"):
         ex.load_result(tmp_path / "junk.npz")
 
     def bad(name: str, **change: object) -> str:
@@ -104,7 +104,7 @@ def test_mesh_sequence_round_trip(tmp_path: Path, result: ex.MeshResult, fmt: st
 
 
 @pytest.mark.parametrize("vary_betas", [False, True])
-def test_glb_round_trip(tmp_path: Path, body, vary_betas: bool) -> None:  # noqa: ANN001
+def test_glb_round_trip(tmp_path: Path, body, vary_betas: bool) -> None:
     import trimesh
 
     r = ex.result_from_prediction(make_prediction(body, n=10, vary_betas=vary_betas, seed=3), body,
@@ -133,7 +133,7 @@ def test_glb_round_trip(tmp_path: Path, body, vary_betas: bool) -> None:  # noqa
     json.dumps(gltf)  # plain JSON
 
 
-def test_bvh_round_trip(tmp_path: Path, body) -> None:  # noqa: ANN001
+def test_bvh_round_trip(tmp_path: Path, body) -> None:
     r = ex.result_from_prediction(make_prediction(body, n=8, seed=5), body,
                                   frame_index=np.array([10, 11, 12, 15, 16, 17, 18, 19]), fps=30.0)
     ex.write_bvh(tmp_path / "t.bvh", r, body)
@@ -146,7 +146,7 @@ def test_bvh_round_trip(tmp_path: Path, body) -> None:  # noqa: ANN001
     np.testing.assert_allclose(pos[3], pos[2])  # the held frame
 
 
-def test_export_all(tmp_path: Path, result: ex.MeshResult, body) -> None:  # noqa: ANN001
+def test_export_all(tmp_path: Path, result: ex.MeshResult, body) -> None:
     written = ex.export_all(tmp_path, result, body, "seq1", ("npz", "glb", "bvh", "obj"))
     assert all(p.exists() for p in written.values())
     assert len(list((tmp_path / "seq1_obj").glob("*.obj"))) == len(result)
