@@ -90,7 +90,7 @@ def _resolution(raw: dict, meta: dict, res: tuple[int, int] | None, n: int, wher
             raise MeshDataError(f"{where}: no image size for camera(s) {unknown[:5]}; give res: [w, h]")
         return (np.array([H36M_CAMERA_SIZES[c][0] for c in cams], dtype=np.float64),
                 np.array([H36M_CAMERA_SIZES[c][1] for c in cams], dtype=np.float64))
-    raise MeshDataError(f"{where}: no normalisation resolution: give res: [w, h] (3DPW: [1920, 1920], COCO: [640, 640])")
+    raise MeshDataError(f"{where}: no normalisation resolution: give res: [w, h] (3DPW [1920, 1920], COCO [640, 640])")
 
 
 def read_mesh_split(path: str | Path, split: str, res: tuple[int, int] | list[int] | None = None,
