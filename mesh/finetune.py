@@ -295,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out-dir", type=Path, default=Path("runs"))
     parser.add_argument("--resume", action="store_true", help="continue runs/NAME from its last.pt")
     parser.add_argument("overrides", nargs="*", help="key=value config overrides, e.g. loop.epochs=5")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # key=value overrides may come before or after options
     try:
         overrides = list(args.overrides) + ([f"backbone={args.backbone}"] if args.backbone else [])
         cfg = load_config(FinetuneConfig, args.config, overrides)
