@@ -17,7 +17,7 @@ from typing import Any, ClassVar, Literal
 import torch
 from torch import nn
 
-from motion.encoders.ssrstf import Mlp, SpatioTemporalAttention, check_config_types
+from motion.encoders.ssrstf import Mlp, SpatioTemporalAttention, check_config_types, fuse_logits, token_chunked
 
 __all__ = ["DSTBlock", "DSTformer", "DSTformerConfig"]
 
@@ -98,10 +98,17 @@ class DSTBlock(nn.Module):
 
     def _spatial(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.attn_s(self.norm1_s(x))
-        return x + self.mlp_s(self.norm2_s(x))
+        return token_chunked(self._mlp_s_residual, x, self.mlp_s.fc1.out_features)
 
     def _temporal(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.attn_t(self.norm1_t(x))
+        return token_chunked(self._mlp_t_residual, x, self.mlp_t.fc1.out_features)
+
+    # Token-wise tails, run in row chunks at inference (cache-resident hidden activations; see token_chunked).
+    def _mlp_s_residual(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.mlp_s(self.norm2_s(x))
+
+    def _mlp_t_residual(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.mlp_t(self.norm2_t(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -184,8 +191,8 @@ class DSTformer(nn.Module):
             x_st = blk_st(x)
             x_ts = blk_ts(x)
             if self.ts_attn is not None:
-                alpha = self.ts_attn[idx](torch.cat([x_st, x_ts], dim=-1)).softmax(dim=-1)  # (B, T, J, 2) per token
-                x = x_st * alpha[..., 0:1] + x_ts * alpha[..., 1:2]
+                alpha = fuse_logits(self.ts_attn[idx], x_st, x_ts).softmax(dim=-1)  # (B, T, J, 2) per token
+                x = torch.addcmul(x_ts * alpha[..., 1:2], x_st, alpha[..., 0:1])
             else:
                 x = (x_st + x_ts) * 0.5
         return self.pre_logits(self.norm(x))
