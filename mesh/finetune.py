@@ -208,7 +208,8 @@ class MeshTask(Task):
         order = [items[i] for i in epoch_order(len(items), self.cfg.seed, epoch, self.env.rank, self.env.world)]
         bs = self.cfg.optim.batch_size
         yield from DataLoader(Subset(ConcatDataset(self.train_sets), order[start_step * bs:]), batch_size=bs,
-                              shuffle=False, drop_last=True, num_workers=self.cfg.num_workers)
+                              shuffle=False, drop_last=True, num_workers=self.cfg.num_workers,
+                              generator=torch.Generator())  # its own generator: the global RNG stays untouched
 
     def loss(self, net: nn.Module, batch: dict[str, torch.Tensor], gen: torch.Generator
              ) -> tuple[torch.Tensor, dict[str, float]]:

@@ -53,6 +53,9 @@ class MeshRecovery(nn.Module):
                  head_config: HeadConfig | None = None) -> None:
         super().__init__()
         self.backbone = backbone
+        if isinstance(getattr(backbone, "head", None), nn.Module):
+            # The encoder's 3D-pose head is unused here: frozen, so DDP does not wait for gradients it never gets.
+            backbone.head.requires_grad_(False)
         cfg = backbone.config
         self.head = SMPLHead(cfg.dim_rep, cfg.num_joints, mean, head_config)
         self.body = body

@@ -71,9 +71,12 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         obj = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
-        lines = [ln.strip() for ln in str(err).splitlines() if "Unsupported global" in ln or "Unsupported" in ln]
-        first = lines[0] if lines else type(err).__name__
-        raise CheckpointError(f"{path}: refused or unreadable under weights_only=True ({first})") from None
+        lines = [ln.strip() for ln in str(err).splitlines() if "Unsupported global" in ln]
+        if not lines:  # not a refusal: the bytes are not a pickle at all
+            raise CheckpointError(f"{path}: not a readable PyTorch checkpoint (truncated or corrupt?): "
+                                  f"{str(err).strip().splitlines()[0] if str(err).strip() else 'unpickling failed'}"
+                                  ) from None
+        raise CheckpointError(f"{path}: refused or unreadable under weights_only=True ({lines[0]})") from None
     except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint (truncated or corrupt?): {first}") from None

@@ -142,7 +142,9 @@ class LiftingTask(Task):
         order = epoch_order(len(self.train_set), self.cfg.seed, epoch, self.env.rank, self.env.world)
         bs = self.cfg.optim.batch_size
         order = order[start_step * bs:]
+        # The loader gets its own generator: a new iterator must not draw from the global RNG (exact resume).
         yield from DataLoader(Subset(self.train_set, order), batch_size=bs, shuffle=False, drop_last=True,
+                              generator=torch.Generator(),
                               num_workers=self.cfg.num_workers)
 
     def loss(self, net: nn.Module, batch: dict[str, torch.Tensor], gen: torch.Generator

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -72,10 +73,21 @@ def _tiny(out: Path, name: str, synthetic: dict[str, Path], *extra: str) -> list
             "loop.checkpoint_every=2", "data.test=null", "device=cpu", *extra]
 
 
-def test_kill_mid_epoch_then_resume_matches_uninterrupted(synthetic_data: dict[str, Path], tmp_path: Path) -> None:
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """Same thread count in this process and in subprocesses: float sums then round identically."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_kill_mid_epoch_then_resume_matches_uninterrupted(synthetic_data: dict[str, Path], tmp_path: Path,
+                                                          one_thread: None) -> None:
     assert finetune(_tiny(tmp_path, "straight", synthetic_data)) == 0
     cmd = [sys.executable, "-m", "mesh.finetune", *_tiny(tmp_path, "killed", synthetic_data)]
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
     last = tmp_path / "killed" / "last.pt"
     deadline = time.time() + 240
     while time.time() < deadline and proc.poll() is None:
@@ -95,7 +107,7 @@ def test_kill_mid_epoch_then_resume_matches_uninterrupted(synthetic_data: dict[s
 
 
 def test_ddp_two_processes_match_one_process_on_the_same_global_batch(synthetic_data: dict[str, Path],
-                                                                      tmp_path: Path) -> None:
+                                                                      tmp_path: Path, one_thread: None) -> None:
     one = _tiny(tmp_path, "one", synthetic_data, "optim.batch_size=8", "loop.epochs=1", "loop.max_steps_per_epoch=6")
     assert finetune(one) == 0
     two = _tiny(tmp_path, "two", synthetic_data, "optim.batch_size=4", "loop.epochs=1", "loop.max_steps_per_epoch=6")
