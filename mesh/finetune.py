@@ -40,8 +40,8 @@ from mesh.evaluation import evaluate_mesh, get_protocol
 from mesh.head import HeadConfig
 from mesh.losses import LossWeights, loss_preset, mesh_loss
 from mesh.model import MeshRecovery, pose_body
-from motion.checkpoint import CheckpointError, load_backbone, load_state_strict, read_checkpoint
-from motion.config import ConfigError, load_config, save_config, to_dict
+from motion.checkpoint import CheckpointError, load_backbone
+from motion.config import ConfigError, load_config, to_dict
 from motion.data.transforms import flip_h36m
 from motion.encoders import build_encoder, count_parameters
 from motion.training import (
@@ -53,6 +53,7 @@ from motion.training import (
     batch_uniform,
     epoch_order,
     fit,
+    start_run,
 )
 
 
@@ -240,22 +241,11 @@ class MeshTask(Task):
     def save(self, path: Path, metadata: dict[str, Any], train_state: dict[str, Any] | None) -> None:
         save_mesh_model(path, self.model, self.arch, {**self.metadata(), **metadata}, train_state)
 
-    def load_for_resume(self, path: Path) -> dict[str, Any]:
-        obj = read_checkpoint(path)
-        if "train_state" not in obj:
-            raise CheckpointError(f"{path}: has no train_state to resume from")
-        load_state_strict(self.model, obj["state_dict"])
-        return obj["train_state"]
-
 
 def run(cfg: FinetuneConfig, out: Path, resume: bool) -> dict[str, Any]:
     """Fine-tune, select on validation, then evaluate the best checkpoint once on validation and test."""
     env = DistEnv(cfg.device)
-    if env.main:
-        if (out / "last.pt").exists() and not resume:
-            raise ConfigError(f"{out} already holds a run (last.pt): pass --resume to continue, or another --name")
-        out.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, out / "config.yaml")
+    start_run(env, out, resume, cfg)
     task = MeshTask(cfg, env)
     if env.main:
         label = "the embedded synthetic data (not 3DPW)" if task.synthetic else "the configured datasets"

@@ -29,14 +29,24 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 
-from motion.checkpoint import CheckpointError, load_backbone, load_state_strict, read_checkpoint, save_backbone
-from motion.config import ConfigError, load_config, save_config, to_dict
+from motion.checkpoint import CheckpointError, load_backbone, save_backbone
+from motion.config import ConfigError, load_config, to_dict
 from motion.data.lifting import LiftingClips, LiftingDataError, LiftingSplit, read_lifting_split
 from motion.data.transforms import flip_h36m
 from motion.encoders import build_encoder, count_parameters
 from motion.lifting_eval import evaluate_lifting
 from motion.metrics import mpjpe, n_mpjpe, velocity_error
-from motion.training import AmpMode, DistEnv, LoopConfig, Task, amp_dtype, batch_uniform, epoch_order, fit
+from motion.training import (
+    AmpMode,
+    DistEnv,
+    LoopConfig,
+    Task,
+    amp_dtype,
+    batch_uniform,
+    epoch_order,
+    fit,
+    start_run,
+)
 
 
 @dataclass
@@ -169,22 +179,11 @@ class LiftingTask(Task):
                 "synthetic": self.cfg.data.path is None, "run_config": to_dict(self.cfg), **metadata}
         save_backbone(path, self.model, self.cfg.model.arch, self.model.config, meta, train_state)
 
-    def load_for_resume(self, path: Path) -> dict[str, Any]:
-        obj = read_checkpoint(path)
-        if "train_state" not in obj:
-            raise CheckpointError(f"{path}: has no train_state to resume from")
-        load_state_strict(self.model, obj["state_dict"])
-        return obj["train_state"]
-
 
 def run(cfg: PretrainConfig, out: Path, resume: bool) -> dict[str, Any]:
     """Train, select by validation, evaluate the best checkpoint on the test split; write ``metrics.json``."""
     env = DistEnv(cfg.device)
-    if env.main:
-        if (out / "last.pt").exists() and not resume:
-            raise ConfigError(f"{out} already holds a run (last.pt): pass --resume to continue, or another --name")
-        out.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, out / "config.yaml")
+    start_run(env, out, resume, cfg)
     task = LiftingTask(cfg, env)
     if env.main:
         label = " (synthetic, not Human3.6M)" if cfg.data.path is None else ""

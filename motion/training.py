@@ -30,6 +30,9 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+from motion.checkpoint import CheckpointError, load_state_strict, read_checkpoint
+from motion.config import ConfigError, save_config
+
 AmpMode = Literal["none", "bf16", "fp16"]
 
 
@@ -135,9 +138,23 @@ class Task(ABC):
     def save(self, path: Path, metadata: dict[str, Any], train_state: dict[str, Any] | None) -> None:
         """Write a checkpoint of ``self.model`` atomically (with ``train_state`` for last.pt)."""
 
-    @abstractmethod
     def load_for_resume(self, path: Path) -> dict[str, Any]:
         """Load the model weights of ``path`` into ``self.model`` and return its ``train_state``."""
+        obj = read_checkpoint(path)
+        if "train_state" not in obj:
+            raise CheckpointError(f"{path}: has no train_state to resume from")
+        load_state_strict(self.model, obj["state_dict"])
+        return obj["train_state"]
+
+
+def start_run(env: DistEnv, out: Path, resume: bool, config: Any) -> None:
+    """Rank 0: refuse to overwrite an existing run unless resuming, create ``out``, write the resolved config."""
+    if not env.main:
+        return
+    if (out / "last.pt").exists() and not resume:
+        raise ConfigError(f"{out} already holds a run (last.pt): pass --resume to continue, or another --name")
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(config, out / "config.yaml")
 
 
 class RunLog:

@@ -20,6 +20,7 @@ from torch.utils.data import Dataset
 
 from body_models import SMPL24, safe_load_pickle
 from body_models.rotations import flip_axis_angle
+from motion.data.checks import check_finite, require_per_frame
 from motion.data.clips import clip_indices
 from motion.data.lifting import H36M_CAMERA_SIZES
 from motion.data.transforms import normalize_2d
@@ -59,24 +60,6 @@ class MeshSplit:
                          source=self.source[keep], gender=self.gender[keep], name=self.name)
 
 
-def _need(raw: dict, key: str, shape: tuple[int, ...], where: str) -> np.ndarray:
-    if key not in raw:
-        raise MeshDataError(f"{where}: missing key '{key}' (expected shape (N, {', '.join(map(str, shape))}))")
-    arr = np.asarray(raw[key])
-    if arr.shape[1:] != shape:
-        raise MeshDataError(f"{where}: '{key}' has shape {arr.shape}, expected (N, {', '.join(map(str, shape))})")
-    return arr
-
-
-def _check_finite(arr: np.ndarray, key: str, source: np.ndarray, where: str) -> None:
-    bad = ~np.isfinite(arr.reshape(len(arr), -1).astype(np.float64)).all(axis=1)
-    if bad.any():
-        i = int(np.argmax(bad))
-        first = int(np.argmax(source == source[i]))
-        raise MeshDataError(f"{where}: NaN/inf in '{key}' at frame {i} (track '{source[i]}', frame {i - first} of "
-                            f"the track); {int(bad.sum())} bad frame(s) in all")
-
-
 def _resolution(raw: dict, meta: dict, res: tuple[int, int] | None, n: int, where: str) -> tuple[np.ndarray, ...]:
     if res is not None:
         return np.full(n, float(res[0])), np.full(n, float(res[1]))
@@ -110,7 +93,7 @@ def read_mesh_split(path: str | Path, split: str, res: tuple[int, int] | list[in
         found = sorted(k for k in data if k != "meta") if isinstance(data, dict) else type(data).__name__
         raise MeshDataError(f"{path}: no '{split}' split (found {found})")
     where, raw = f"{path} [{split}]", data[split]
-    j2d = _need(raw, "joint_2d", (17, 2), where)
+    j2d = require_per_frame(raw, "joint_2d", (17, 2), where, MeshDataError)
     n = len(j2d)
     if "source" not in raw:
         raise MeshDataError(f"{where}: missing key 'source' (expected (N,) track ids)")
@@ -120,7 +103,8 @@ def read_mesh_split(path: str | Path, split: str, res: tuple[int, int] | list[in
     if conf.shape != (n, 17):
         raise MeshDataError(f"{where}: 'confidence' has shape {conf.shape}, expected (N, 17) or (N, 17, 1)")
     if require_gt or "smpl_pose" in raw:
-        pose, shape = _need(raw, "smpl_pose", (72,), where), _need(raw, "smpl_shape", (10,), where)
+        pose = require_per_frame(raw, "smpl_pose", (72,), where, MeshDataError)
+        shape = require_per_frame(raw, "smpl_shape", (10,), where, MeshDataError)
     else:
         pose, shape = np.zeros((n, 72)), np.zeros((n, 10))
     gender = np.asarray(raw["gender"]).astype(str) if "gender" in raw else np.full(n, "")
@@ -128,7 +112,7 @@ def read_mesh_split(path: str | Path, split: str, res: tuple[int, int] | list[in
         if len(arr) != n:
             raise MeshDataError(f"{where}: '{key}' has {len(arr)} frames, 'joint_2d' has {n}")
     for key, arr in (("joint_2d", j2d), ("confidence", conf), ("smpl_pose", pose), ("smpl_shape", shape)):
-        _check_finite(arr, key, source, where)
+        check_finite(arr, key, source, where, MeshDataError)
     w, h = _resolution(raw, data.get("meta") or {}, tuple(res) if res is not None else None, n, where)
     inputs = np.concatenate([normalize_2d(j2d, w[:, None], h[:, None]), np.clip(conf, 0, 1)[..., None]], axis=-1)
     return MeshSplit(inputs=inputs.astype(np.float32), pose=pose.astype(np.float32),

@@ -16,6 +16,7 @@ import torch
 from torch.utils.data import Dataset
 
 from body_models import safe_load_pickle
+from motion.data.checks import check_finite, require_per_frame
 from motion.data.clips import clip_indices
 from motion.data.transforms import normalize_2d, normalize_image_3d
 
@@ -60,24 +61,6 @@ class LiftingSplit:
         return LiftingSplit(**{k: v[keep] for k, v in vars(self).items()})
 
 
-def _field(split: dict, key: str, shape: tuple[int, ...], where: str) -> np.ndarray:
-    if key not in split:
-        raise LiftingDataError(f"{where}: missing key '{key}' (expected shape (N, {', '.join(map(str, shape))}))")
-    arr = np.asarray(split[key])
-    if arr.shape[1:] != shape:
-        raise LiftingDataError(f"{where}: '{key}' has shape {arr.shape}, expected (N, {', '.join(map(str, shape))})")
-    return arr
-
-
-def _check_finite(arr: np.ndarray, key: str, source: np.ndarray, where: str) -> None:
-    bad = ~np.isfinite(arr.reshape(len(arr), -1)).all(axis=1)
-    if bad.any():
-        i = int(np.argmax(bad))
-        first = int(np.argmax(source == source[i]))
-        raise LiftingDataError(f"{where}: NaN/inf in '{key}' at frame {i} (track '{source[i]}', frame {i - first} "
-                               f"of the track); {int(bad.sum())} bad frame(s) in all")
-
-
 def read_lifting_split(path: str | Path, split: str, camera_sizes: dict[str, tuple[int, int]] | None = None,
                        exclude_sources: tuple[str, ...] = ()) -> LiftingSplit:
     """Read and validate one split of a lifting pickle (through the restricted unpickler).
@@ -96,10 +79,10 @@ def read_lifting_split(path: str | Path, split: str, camera_sizes: dict[str, tup
         raise LiftingDataError(f"{path}: no '{split}' split (found {keys})")
     where = f"{path} [{split}]"
     raw = data[split]
-    j2d = _field(raw, "joint_2d", (17, 2), where)
+    j2d = require_per_frame(raw, "joint_2d", (17, 2), where, LiftingDataError)
     n = len(j2d)
-    j3d = _field(raw, "joint3d_image", (17, 3), where)
-    mm = _field(raw, "joints_2.5d_image", (17, 3), where)
+    j3d = require_per_frame(raw, "joint3d_image", (17, 3), where, LiftingDataError)
+    mm = require_per_frame(raw, "joints_2.5d_image", (17, 3), where, LiftingDataError)
     factor = np.asarray(raw.get("2.5d_factor", np.ones(n)), dtype=np.float64).reshape(-1)
     conf = np.asarray(raw["confidence"], dtype=np.float64) if "confidence" in raw else np.ones((n, 17))
     conf = conf.reshape(n, 17) if conf.size == n * 17 else conf
@@ -117,7 +100,7 @@ def read_lifting_split(path: str | Path, split: str, camera_sizes: dict[str, tup
             raise LiftingDataError(f"{where}: '{key}' has {len(arr)} frames, 'joint_2d' has {n}")
     for key, arr in (("joint_2d", j2d), ("confidence", conf), ("joint3d_image", j3d), ("joints_2.5d_image", mm),
                      ("2.5d_factor", factor)):
-        _check_finite(np.asarray(arr, dtype=np.float64), key, source, where)
+        check_finite(np.asarray(arr, dtype=np.float64), key, source, where, LiftingDataError)
 
     sizes = camera_sizes or (data.get("meta", {}) or {}).get("camera_sizes") or H36M_CAMERA_SIZES
     unknown = sorted(set(cams) - set(sizes))
