@@ -100,33 +100,34 @@ def _read_model_file(path: Path) -> dict[str, object]:
     raise _fail(path, "unsupported body-model file type (expected .pkl or .npz)")
 
 
-def _array(raw: dict[str, object], key: str, path: Path, shape: tuple[int | None, ...], dtype: type) -> np.ndarray:
+def _array(raw: dict[str, object], key: str, path: Path, shape: tuple[int | str, ...], dtype: type) -> np.ndarray:
+    """``raw[key]`` as ``dtype`` with the given shape (a str entry names a free dimension), or a clear error."""
     if key not in raw:
         raise _fail(path, f"missing key '{key}' (expected shape {_fmt(shape)}); keys present: {sorted(raw)}")
     try:
         arr = np.asarray(raw[key], dtype=dtype)
     except (TypeError, ValueError) as err:
         raise _fail(path, f"key '{key}' is not a numeric array: {err}") from None
-    if arr.ndim != len(shape) or any(s is not None and s != a for s, a in zip(shape, arr.shape, strict=False)):
+    if arr.ndim != len(shape) or any(isinstance(s, int) and s != a for s, a in zip(shape, arr.shape, strict=False)):
         raise _fail(path, f"key '{key}' has shape {arr.shape}, expected {_fmt(shape)}")
     if dtype is np.float64 and not np.isfinite(arr).all():
         raise _fail(path, f"key '{key}' contains NaN or inf")
     return arr
 
 
-def _fmt(shape: tuple[int | None, ...]) -> str:
-    return "(" + ", ".join("V" if s is None else str(s) for s in shape) + ")"
+def _fmt(shape: tuple[int | str, ...]) -> str:
+    return "(" + ", ".join(str(s) for s in shape) + ")"
 
 
 def parse_model_arrays(raw: dict[str, object], path: Path) -> BodyModelData:
     """Validate SMPL-form arrays (official key names) and return :class:`BodyModelData`."""
     k = SMPL24.num_joints
-    v_template = _array(raw, "v_template", path, (None, 3), np.float64)
+    v_template = _array(raw, "v_template", path, ("V", 3), np.float64)
     v = v_template.shape[0]
-    shapedirs = _array(raw, "shapedirs", path, (v, 3, None), np.float64)
+    shapedirs = _array(raw, "shapedirs", path, (v, 3, "num_betas"), np.float64)
     j_regressor = _array(raw, "J_regressor", path, (k, v), np.float64)
     weights = _array(raw, "weights", path, (v, k), np.float64)
-    faces = _array(raw, "f", path, (None, 3), np.int64)
+    faces = _array(raw, "f", path, ("F", 3), np.int64)
     kintree = _array(raw, "kintree_table", path, (2, k), np.int64)
     posedirs = _array(raw, "posedirs", path, (v, 3, 9 * (k - 1)), np.float64) if "posedirs" in raw else None
     h36m = _array(raw, "J_regressor_h36m", path, (17, v), np.float64) if "J_regressor_h36m" in raw else None

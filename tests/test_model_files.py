@@ -63,7 +63,7 @@ def test_truncated_files(tmp_path: Path, arrays: dict[str, np.ndarray]) -> None:
 @pytest.mark.parametrize(
     ("key", "value", "message"),
     [
-        ("shapedirs", np.zeros((300, 3)), r"key 'shapedirs' has shape \(300, 3\), expected \(300, 3, V\)"),
+        ("shapedirs", np.zeros((300, 3)), r"key 'shapedirs' has shape \(300, 3\), expected \(300, 3, num_betas\)"),
         ("J_regressor", np.zeros((17, 300)), r"key 'J_regressor' has shape \(17, 300\), expected \(24, 300\)"),
         ("weights", None, r"missing key 'weights' \(expected shape \(300, 24\)\)"),
         ("v_template", np.full((300, 3), np.nan), "key 'v_template' contains NaN"),
