@@ -22,11 +22,12 @@ $PY -m motion.synthetic --out "$SYN"
 
 echo "== pretrain SSR-STF-XS on 2D->3D lifting (short schedule)"
 $PY -m motion.pretrain --config configs/motion/xs.yaml --name quickstart_pretrain \
-    data.path="$SYN/h36m_synthetic.pkl" optim.batch_size=8 optim.lr=0.001 loop.epochs=3 loop.max_steps_per_epoch=40
+    data.path="$SYN/h36m_synthetic.pkl" optim.batch_size=8 optim.lr=0.001 loop.epochs=2 loop.max_steps_per_epoch=40
 
 echo "== fine-tune mesh recovery from the pretrained backbone"
 $PY -m mesh.finetune --backbone "$PRE/best.pt" --config configs/mesh/synthetic.yaml --name quickstart_mesh \
-    optim.batch_size=16 loop.epochs=3 loop.max_steps_per_epoch=40
+    head.hidden_dim=256 optim.batch_size=8 optim.lr_backbone=0.0005 optim.lr_head=0.001 loop.epochs=2 \
+    loop.max_steps_per_epoch=30
 
 echo "== evaluate (both protocols) on the synthetic test split"
 $PY -m mesh.evaluate --checkpoint "$MESH/best.pt" --data "$SYN/mesh_synthetic.pkl" --protocol motionbert
