@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The README's first command: set up, then run the whole pipeline on the embedded default (no SMPL, no datasets):
 # synthetic data -> pretrain a small SSR-STF on 2D->3D lifting -> fine-tune mesh recovery -> evaluate under both
-# protocols -> render a test sequence with its exported parameters (npz) beside the video.
+# protocols -> render a test sequence -> in-the-wild inference from a detector-format keypoint file (npz, glb, mp4).
 # Every number printed here is on SYNTHETIC data, not 3DPW / Human3.6M. Takes a few minutes on 2 CPU cores.
 # Outputs: data/synthetic/ and runs/quickstart_*/ (delete runs/quickstart_* to start again).
 set -euo pipefail
@@ -11,7 +11,7 @@ PY=.venv/bin/python
 SYN=data/synthetic
 PRE=runs/quickstart_pretrain
 MESH=runs/quickstart_mesh
-rm -rf "$PRE" "$MESH"
+rm -rf "$PRE" "$MESH" runs/quickstart_infer
 
 echo "== body model"
 $PY -m body_models
@@ -37,6 +37,11 @@ echo "== render one test sequence (prediction beside ground truth)"
 $PY -m mesh.render --checkpoint "$MESH/best.pt" --data "$SYN/mesh_synthetic.pkl" --split test \
     --sequence synth_test_0000 --out "$MESH/render"
 
+echo "== in-the-wild inference from a COCO-17 (MMPose-layout) keypoint file"
+$PY -m mesh.keypoints_io --from-synthetic "$SYN/mesh_synthetic.pkl" --split test --sequence synth_test_0001 \
+    --out "$MESH/keypoints_coco.json"
+$PY -m mesh.infer --keypoints "$MESH/keypoints_coco.json" --checkpoint "$MESH/best.pt" --out runs/quickstart_infer
+
 echo
 echo "quickstart done (synthetic data, embedded open body model):"
 echo "  body model picture:  runs/quickstart_body_model.png"
@@ -44,3 +49,4 @@ echo "  synthetic data:      $SYN/"
 echo "  pretrained encoder:  $PRE/best.pt   (metrics: $PRE/metrics.json)"
 echo "  mesh model:          $MESH/best.pt  (metrics: $MESH/metrics.json, evaluations: $MESH/eval_*/)"
 echo "  render:              $MESH/render/"
+echo "  inference outputs:   runs/quickstart_infer/ (npz, glb, mp4 per person)"

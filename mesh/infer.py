@@ -1,0 +1,515 @@
+"""In-the-wild inference: a 2D detector file -> per-person SMPL parameters, meshes, an animated glTF and a video.
+
+    python -m mesh.infer --keypoints FILE --checkpoint CKPT --out DIR [--format auto|coco|halpe|h36m]
+        [--image-size W H] [--fps 30] [--norm image|fixed1920] [--shape track|window] [--smooth none|one-euro]
+        [--meshes none|obj|ply] [--no-render] [--device auto]
+
+What it fixes relative to MotionBERT's ``infer_wild_mesh.py`` (mesh_protocol.md §10.1, §11):
+
+- **any detector**: COCO-17 (MMPose, RTMPose, Ultralytics YOLO-pose), Halpe-26 (AlphaPose) and H36M-17 arrays, read
+  by :mod:`mesh.keypoints_io` (its docstring lists the accepted layouts);
+- **several people**: one output per track id; people are never interleaved (a file with several people per frame
+  and no track ids is an error unless ``--largest``);
+- **no silent misalignment**: within a track, frames without a detection (gaps in the frame numbers) and missing
+  joints (confidence <= ``--min-conf``, default 0, or NaN coordinates) are linearly interpolated in 2D over time
+  (held constant before the first / after the last valid value; a joint never seen in the track sits at the
+  centroid of the others), given confidence 0, and **flagged** in the result (``interpolated (N,)``,
+  ``joint_missing (N, 17)``). ``frame_index`` is the video's frame numbers, gap frames included;
+- **no clip-boundary pops**: the whole track is predicted with overlapping windows (``clip_len`` from the checkpoint's
+  training config, stride ``clip_len // 2``) cross-faded per frame (:func:`mesh.inference.predict_track`, triangular
+  weights), flip test on; ``--shape track`` (default) averages betas over the track's detected frames and re-poses
+  the body, so the shape is constant instead of changing per window;
+- optional **One-Euro smoothing** (``--smooth one-euro``) of the joint rotations (on the rotation-matrix entries,
+  projected back onto SO(3); times from the frame numbers, so gaps count), then the body is re-posed: parameters,
+  joints and vertices stay consistent;
+- CPU first (``--device auto`` = CUDA when available), parameters exported, a fast renderer.
+
+**2D normalisation** (``--norm``): training (synthetic data, 3DPW) normalises keypoints with a *fixed* resolution
+(``meta['normalisation_res']`` = 1920 x 1920: ``u = x / 1920 * 2 - 1``, ``v = y / 1920 * 2 - 1``). In the wild the
+video's own size (w, h) is used by default (``--norm image``: ``u = x / w * 2 - 1``, ``v = y / w * 2 - h / w``),
+which makes the input independent of the video resolution (a person filling half a 720p frame looks like one
+filling half a 1080p frame). This is a train/inference mismatch (mesh_protocol.md §11.2 #13): for a 1920-wide
+video the scale equals training's, but v is centred on the image centre instead of starting at -1 (a constant
+offset of ``1 - h / w``, 0.44 for 16:9), and portrait training videos (1080 x 1920 at fixed 1920) saw people at a
+smaller scale than ``--norm image`` gives them. ``--norm fixed1920`` reproduces the training map exactly, which is
+right for 1920-pixel footage (3DPW-like) but shrinks people in lower-resolution videos. A per-track crop
+normalisation used in both training and inference would remove the mismatch; it is not implemented.
+
+**Outputs** (per track, in ``OUT/person_<id>/``): ``result.npz`` (:mod:`mesh.export` result keys: SMPL
+``global_orient``/``body_pose``/``betas``/``transl``, ``joints``, ``joints_h36m``, ``frame_index``, ``fps``, ``faces``,
+``keypoints_2d`` (the filled 2D input, pixels), ``image_size``; plus ``interpolated``, ``joint_missing``,
+``track_id``, ``normalisation``; ``vertices`` only with ``--save-vertices``; readable by
+:func:`mesh.export.load_result`), ``mesh.glb`` (animated, skinned), ``render.mp4`` (mesh | 2D keypoints; unless
+``--no-render``), optional ``meshes_obj/`` or ``meshes_ply/`` (one file per frame) and ``track.bvh`` (``--bvh``);
+``OUT/summary.json`` lists every file and the settings. Everything is written into a temporary folder beside ``OUT``
+and moved into place at the end: an error leaves ``OUT`` as it was (person folders of the same name and
+``summary.json`` are replaced; other files in ``OUT`` are kept).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import roma
+import torch
+
+from mesh.inference import TrackPrediction, predict_track
+from mesh.keypoints_io import FORMATS, KeypointsError, Track, read_keypoints
+from mesh.model import pose_body
+from motion.data.transforms import normalize_2d
+
+NORMS = ("image", "fixed1920")
+FIXED_RES = 1920.0
+DEFAULT_CLIP_LEN = 16
+
+
+class InferError(RuntimeError):
+    """Inference cannot run on this input / with these options; the message is one line."""
+
+
+# ------------------------------------------------------------------------------------------------ One-Euro filter
+
+
+def one_euro_filter(x: np.ndarray, t: np.ndarray | None = None, fps: float = 30.0, min_cutoff: float = 1.0,
+                    beta: float = 0.7, d_cutoff: float = 1.0) -> np.ndarray:
+    """One-Euro filter (Casiez et al., CHI 2012) along axis 0 of ``x (N, ...)``, each element independently.
+
+    A first-order low-pass whose cutoff rises with the (low-passed) speed: ``cutoff = min_cutoff + beta * |dx/dt|``,
+    so a still signal is smoothed hard (jitter removed) while fast motion passes with little lag.
+
+    Args:
+        t: (N,) increasing times in seconds (default ``arange(N) / fps``); uneven steps (frame gaps) are honoured.
+        min_cutoff: cutoff in Hz at zero speed (lower = smoother, more lag).
+        beta: cutoff increase per unit of speed (units of x per second); 0 = a plain exponential filter.
+        d_cutoff: cutoff in Hz of the speed estimate.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    n = len(x)
+    if n == 0:
+        return x.copy()
+    t = np.arange(n) / float(fps) if t is None else np.asarray(t, dtype=np.float64)
+    if t.shape != (n,) or (n > 1 and not (np.diff(t) > 0).all()):
+        raise ValueError(f"t must be ({n},) strictly increasing seconds, got shape {t.shape}")
+    if min_cutoff <= 0 or d_cutoff <= 0 or beta < 0:
+        raise ValueError(f"need min_cutoff > 0, d_cutoff > 0, beta >= 0; got {min_cutoff}, {d_cutoff}, {beta}")
+
+    def alpha(cutoff: np.ndarray | float, dt: float) -> np.ndarray | float:
+        tau = 1.0 / (2.0 * np.pi * cutoff)
+        return 1.0 / (1.0 + tau / dt)
+
+    out = np.empty_like(x)
+    out[0] = x[0]
+    dx_hat = np.zeros_like(x[0])
+    for i in range(1, n):
+        dt = t[i] - t[i - 1]
+        dx = (x[i] - out[i - 1]) / dt
+        dx_hat = dx_hat + alpha(d_cutoff, dt) * (dx - dx_hat)
+        a = alpha(min_cutoff + beta * np.abs(dx_hat), dt)
+        out[i] = out[i - 1] + a * (x[i] - out[i - 1])
+    return out
+
+
+# --------------------------------------------------------------------------------------------- track preparation
+
+
+@dataclass
+class FilledTrack:
+    """A track on the video's frame grid, gaps and missing joints interpolated (see the module docstring).
+
+    Attributes:
+        frames: (N,) consecutive video frame numbers, first to last detection.
+        keypoints: (N, 17, 3) float32 H36M-17 pixels + confidence (0 where interpolated), no NaN.
+        interpolated: (N,) bool: no detection, or no valid joint, in that frame.
+        joint_missing: (N, 17) bool: the joint was interpolated (or placed at the centroid).
+    """
+
+    frames: np.ndarray
+    keypoints: np.ndarray
+    interpolated: np.ndarray
+    joint_missing: np.ndarray
+
+
+def fill_track(track: Track, min_conf: float = 0.0, name: str = "track") -> FilledTrack:
+    """Put ``track`` on the consecutive frame grid and interpolate missing frames and joints in 2D (over time)."""
+    frames = np.asarray(track.frames, dtype=np.int64)
+    if len(frames) == 0:
+        raise InferError(f"{name}: no frames")
+    if len(frames) > 1 and not (np.diff(frames) > 0).all():
+        raise InferError(f"{name}: frame numbers must be strictly increasing")
+    full = np.arange(frames[0], frames[-1] + 1)
+    m = len(full)
+    kp = np.full((m, 17, 3), np.nan)
+    kp[frames - frames[0]] = np.asarray(track.keypoints, dtype=np.float64)
+    conf = np.nan_to_num(kp[..., 2], nan=0.0)
+    valid = np.isfinite(kp[..., :2]).all(axis=-1) & (conf > min_conf)
+    if not valid.any():
+        raise InferError(f"{name}: no joint with confidence > {min_conf} and finite coordinates in any frame")
+    out = np.zeros((m, 17, 3))
+    steps = np.arange(m, dtype=np.float64)
+    for j in range(17):
+        v = valid[:, j]
+        if v.any():
+            for c in range(2):  # np.interp holds the first / last valid value outside their range
+                out[:, j, c] = np.where(v, kp[:, j, c], np.interp(steps, steps[v], kp[v, j, c]))
+    never = ~valid.any(axis=0)
+    if never.any():  # a joint never seen in the track: the centroid of the others, confidence 0
+        out[:, never, :2] = out[:, ~never, :2].mean(axis=1, keepdims=True)
+    out[..., 2] = np.where(valid, np.clip(conf, 0.0, 1.0), 0.0)  # detectors' scores can exceed 1; training clips
+    return FilledTrack(frames=full, keypoints=out.astype(np.float32), interpolated=~valid.any(axis=1),
+                       joint_missing=~valid)
+
+
+def normalise_keypoints(keypoints: np.ndarray, image_size: tuple[float, float] | None, norm: str) -> np.ndarray:
+    """(N, 17, 3) pixels + confidence -> network input (u, v, confidence); see the module docstring for ``norm``."""
+    if norm == "image":
+        if image_size is None:
+            raise InferError("--norm image needs the image size: give --image-size W H")
+        w, h = image_size
+    elif norm == "fixed1920":
+        w = h = FIXED_RES
+    else:
+        raise InferError(f"--norm must be one of {', '.join(NORMS)}, got {norm!r}")
+    uv = normalize_2d(keypoints[..., :2].astype(np.float64), w, h)
+    return np.concatenate([uv, keypoints[..., 2:3]], axis=-1).astype(np.float32)
+
+
+# ------------------------------------------------------------------------------------------------ prediction
+
+
+@torch.no_grad()
+def repose(body: Any, rotmats: torch.Tensor, betas: torch.Tensor, chunk: int = 256) -> TrackPrediction:
+    """Run the body model on per-frame ``rotmats (N, 24, 3, 3)`` and ``betas (N, 10)`` (pelvis-centred, CPU out)."""
+    device = body.v_template.device
+    parts: list[Any] = []
+    for s in range(0, len(rotmats), chunk):
+        out = pose_body(body, rotmats[s:s + chunk][None].to(device), betas[s:s + chunk][None].to(device))
+        parts.append(out)
+    cat = {k: torch.cat([getattr(p, k)[0].float().cpu() for p in parts]) for k in
+           ("vertices", "joints_h36m", "joints_smpl")}
+    return TrackPrediction(rotmats=rotmats.float().cpu(), betas=betas.float().cpu(), **cat)
+
+
+def postprocess(pred: TrackPrediction, body: Any, frames: np.ndarray, fps: float, shape: str = "track",
+                smooth: str = "none", detected: np.ndarray | None = None, min_cutoff: float = 1.0,
+                beta: float = 0.7) -> TrackPrediction:
+    """Shape pooling over the track and/or One-Euro smoothing of the rotations, then re-pose the body.
+
+    ``detected``: (N,) frames whose betas enter the track mean (default all); interpolated frames are left out.
+    """
+    if shape not in ("track", "window") or smooth not in ("none", "one-euro"):
+        raise InferError(f"--shape must be track|window and --smooth none|one-euro, got {shape!r}, {smooth!r}")
+    if shape == "window" and smooth == "none":
+        return pred  # the blended network output as it is
+    rot, betas = pred.rotmats.double(), pred.betas.double()
+    if shape == "track":
+        keep = torch.ones(len(betas), dtype=torch.bool) if detected is None else torch.from_numpy(detected)
+        if not keep.any():
+            keep = torch.ones_like(keep)
+        betas = betas[keep].mean(dim=0, keepdim=True).expand(len(betas), -1)
+    if smooth == "one-euro":
+        t = (np.asarray(frames, dtype=np.float64) - frames[0]) / fps
+        flat = one_euro_filter(rot.reshape(len(rot), -1).numpy(), t, min_cutoff=min_cutoff, beta=beta)
+        rot = roma.special_procrustes(torch.from_numpy(flat).reshape(rot.shape))
+        if shape == "window":
+            betas = torch.from_numpy(one_euro_filter(betas.numpy(), t, min_cutoff=min_cutoff, beta=beta))
+    return repose(body, rot.float(), betas.float().contiguous())
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; anything else as given (checked)."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError as err:
+        raise InferError(f"--device {name!r}: {err}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise InferError(f"--device {name}: CUDA is not available here (use --device cpu or auto)")
+    return dev
+
+
+def checkpoint_clip_len(ckpt: dict[str, Any]) -> int | None:
+    """The training clip length stated in a mesh checkpoint's metadata (``run_config.data.clip_len``), or None."""
+    meta = ckpt.get("metadata") or {}
+    value = ((meta.get("run_config") or {}).get("data") or {}).get("clip_len", meta.get("clip_len"))
+    return int(value) if isinstance(value, (int, float)) and value >= 1 else None
+
+
+# ------------------------------------------------------------------------------------------------ writing
+
+
+def write_result_npz(path: Path, result: Any, extras: dict[str, np.ndarray], include_vertices: bool) -> Path:
+    """The :mod:`mesh.export` ``.npz`` (validated; ``vertices`` only if asked) plus ``extras`` (ignored by
+    :func:`mesh.export.load_result`)."""
+    from mesh.export import MeshResult, validate_result
+
+    validate_result(result, str(path))
+    arrays: dict[str, np.ndarray] = {}
+    for f in fields(MeshResult):
+        value = getattr(result, f.name)
+        if value is not None and (include_vertices or f.name != "vertices"):
+            arrays[f.name] = np.asarray(value)
+    arrays["body_model"] = np.asarray(str(result.body_model))  # 0-d unicode: loads without pickle
+    arrays.update(extras)
+    with open(path, "wb") as fobj:
+        np.savez(fobj, **arrays)
+    return path
+
+
+def _install(stage: Path, out: Path) -> None:
+    """Move the staged outputs into ``out`` (a rename when ``out`` does not exist yet)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in [stage, *stage.rglob("*")]:  # temp files/folders are created private (0600/0700): normal modes
+        path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
+    if not out.exists():
+        os.replace(stage, out)
+        return
+    trash = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
+    try:
+        for entry in sorted(stage.iterdir()):
+            dest = out / entry.name
+            if dest.exists() or dest.is_symlink():
+                os.replace(dest, trash / entry.name)
+            os.replace(entry, dest)
+    finally:
+        shutil.rmtree(trash, ignore_errors=True)
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+# ------------------------------------------------------------------------------------------------ the pipeline
+
+
+@dataclass
+class InferOptions:
+    """Settings of :func:`run_inference` (the CLI flags of the same names)."""
+
+    format: str = "auto"
+    image_size: tuple[float, float] | None = None
+    largest: bool = False
+    persons: tuple[int, ...] | None = None  # only these track ids
+    min_frames: int = 1
+    fps: float | None = None  # None: the file's, else 30
+    norm: str = "image"
+    shape: str = "track"
+    smooth: str = "none"
+    smooth_min_cutoff: float = 1.0
+    smooth_beta: float = 0.7
+    flip_test: bool = True
+    clip_len: int | None = None  # None: the checkpoint's
+    stride: int | None = None  # None: clip_len // 2
+    batch_size: int = 32
+    min_conf: float = 0.0
+    meshes: str = "none"
+    bvh: bool = False
+    save_vertices: bool = False
+    render: bool = True
+    render_size: int = 512
+    device: str = "auto"
+    threads: int | None = None  # torch CPU threads (None: torch's default)
+    timings: dict[str, float] = field(default_factory=dict)  # filled in: seconds per stage
+
+
+def run_inference(keypoints: str | Path, checkpoint: str | Path, out: str | Path,
+                  options: InferOptions | None = None, log: Any = print) -> dict[str, Any]:
+    """Read ``keypoints``, predict every track with ``checkpoint`` and write ``out`` (see the module docstring).
+
+    Returns the summary written to ``OUT/summary.json`` (with ``timings_s``: read, network, body, export, render).
+    """
+    opt = options or InferOptions()
+    for value, allowed, flag in ((opt.norm, NORMS, "--norm"), (opt.shape, ("track", "window"), "--shape"),
+                                 (opt.smooth, ("none", "one-euro"), "--smooth"),
+                                 (opt.meshes, ("none", "obj", "ply"), "--meshes"), (opt.format, FORMATS, "--format")):
+        if value not in allowed:
+            raise InferError(f"{flag} must be one of {', '.join(allowed)}, got {value!r}")
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise InferError(f"{out}: exists and is not a folder")
+    if not Path(checkpoint).is_file():
+        raise InferError(f"{checkpoint}: no such checkpoint")
+    timings = dict.fromkeys(("read", "load", "network", "body", "export", "render"), 0.0)
+    device = resolve_device(opt.device)
+    if opt.threads:
+        torch.set_num_threads(opt.threads)
+
+    t0 = time.perf_counter()
+    tracks = read_keypoints(keypoints, opt.format, opt.image_size, opt.largest,
+                            require_image_size=opt.norm == "image")
+    if opt.persons is not None:
+        missing = sorted(set(opt.persons) - set(tracks))
+        if missing:
+            raise InferError(f"{keypoints}: no track id(s) {missing} (ids: {sorted(tracks)[:20]})")
+        tracks = {k: v for k, v in tracks.items() if k in opt.persons}
+    first = next(iter(tracks.values()))
+    fps = float(opt.fps or first.fps or 30.0)
+    skipped = {k: len(v) for k, v in tracks.items() if len(v) < opt.min_frames}
+    tracks = {k: v for k, v in tracks.items() if len(v) >= opt.min_frames}
+    if not tracks:
+        raise InferError(f"{keypoints}: every track is shorter than --min-frames {opt.min_frames}")
+    filled = {k: fill_track(v, opt.min_conf, f"{keypoints}: track {k}") for k, v in tracks.items()}
+    inputs = {k: normalise_keypoints(f.keypoints, first.image_size, opt.norm) for k, f in filled.items()}
+    timings["read"] = time.perf_counter() - t0
+
+    if opt.render:
+        from mesh.render import INSTALL_HINT, gl_available
+
+        ok, why = gl_available()
+        if not ok:  # before the expensive part: say so now
+            raise InferError(f"no headless OpenGL for the video ({why}); {INSTALL_HINT}, or pass --no-render")
+
+    t0 = time.perf_counter()
+    from mesh.checkpoint import load_mesh_model
+
+    model, ckpt = load_mesh_model(checkpoint, map_location=device)
+    body = model.body
+    clip_len = opt.clip_len or checkpoint_clip_len(ckpt)
+    if clip_len is None:
+        clip_len = DEFAULT_CLIP_LEN
+        log(f"note: {checkpoint} states no training clip length; using {clip_len}")
+    stride = opt.stride or max(1, clip_len // 2)
+    timings["load"] = time.perf_counter() - t0
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    persons: dict[str, Any] = {}
+    try:
+        for tid, f in filled.items():
+            t0 = time.perf_counter()
+            pred = predict_track(model, inputs[tid], clip_len=clip_len, stride=stride, flip_test=opt.flip_test,
+                                 batch_size=opt.batch_size)
+            timings["network"] += time.perf_counter() - t0
+
+            t0 = time.perf_counter()
+            from mesh.export import result_from_prediction, write_bvh, write_glb, write_mesh_sequence
+
+            pred = postprocess(pred, body, f.frames, fps, opt.shape, opt.smooth, ~f.interpolated,
+                               opt.smooth_min_cutoff, opt.smooth_beta)
+            result = result_from_prediction(pred, body, frame_index=f.frames, fps=fps, keypoints_2d=f.keypoints,
+                                            image_size=first.image_size, include_vertices=True)
+            timings["body"] += time.perf_counter() - t0
+
+            t0 = time.perf_counter()
+            name = f"person_{tid}"
+            folder = stage / name
+            folder.mkdir()
+            files = [write_result_npz(folder / "result.npz", result, {
+                "interpolated": f.interpolated, "joint_missing": f.joint_missing,
+                "track_id": np.asarray(tid, dtype=np.int64), "normalisation": np.asarray(opt.norm)},
+                opt.save_vertices)]
+            write_glb(folder / "mesh.glb", result, body)
+            files.append(folder / "mesh.glb")
+            if opt.bvh:
+                files.append(write_bvh(folder / "track.bvh", result, body))
+            if opt.meshes != "none":
+                files += write_mesh_sequence(folder / f"meshes_{opt.meshes}", result.vertices, result.faces,
+                                             opt.meshes, result.frame_index)
+            timings["export"] += time.perf_counter() - t0
+
+            if opt.render:
+                t0 = time.perf_counter()
+                from mesh.render import VideoOptions, render_video
+
+                files.append(render_video(folder / "render.mp4", result, None,
+                                          VideoOptions(size=opt.render_size, fps=fps, keypoints=True)))
+                timings["render"] += time.perf_counter() - t0
+            persons[str(tid)] = {
+                "folder": name, "frames": len(f.frames), "first_frame": int(f.frames[0]),
+                "last_frame": int(f.frames[-1]), "detections": len(tracks[tid]),
+                "interpolated_frames": int(f.interpolated.sum()), "missing_joints": int(f.joint_missing.sum()),
+                "files": [str(p.relative_to(stage)) for p in files]}
+        summary = {
+            "keypoints": str(keypoints), "checkpoint": str(checkpoint), "format": first.source_format,
+            "image_size": None if first.image_size is None else list(first.image_size), "fps": fps,
+            "normalisation": opt.norm, "clip_len": clip_len, "stride": stride, "flip_test": opt.flip_test,
+            "shape": opt.shape, "smooth": opt.smooth, "device": str(device),
+            "options": {k: v for k, v in asdict(opt).items() if k != "timings"},
+            "skipped_tracks": {str(k): f"{n} frames < --min-frames {opt.min_frames}" for k, n in skipped.items()},
+            "persons": persons, "timings_s": {k: round(v, 4) for k, v in timings.items()},
+        }
+        summary["files"] = [p for person in persons.values() for p in person["files"]] + ["summary.json"]
+        (stage / "summary.json").write_text(json.dumps(summary, indent=2))
+        _install(stage, out)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    opt.timings.update(timings)
+    for k in skipped:
+        log(f"skipped track {k}: {skipped[k]} frames < --min-frames {opt.min_frames}")
+    for tid, p in persons.items():
+        log(f"person {tid}: {p['frames']} frames ({p['first_frame']}..{p['last_frame']}), "
+            f"{p['interpolated_frames']} interpolated, {p['missing_joints']} missing joints filled")
+    for rel in summary["files"]:
+        log(f"wrote {out / rel}")
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m mesh.infer", description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap.add_argument("--keypoints", required=True, help="2D detector output (.json/.jsonl/.npy/.npz)")
+    ap.add_argument("--checkpoint", required=True, help="mesh-model checkpoint (mesh.finetune)")
+    ap.add_argument("--out", required=True, help="output folder")
+    ap.add_argument("--format", default="auto", choices=FORMATS, help="joint order of the file")
+    ap.add_argument("--image-size", type=float, nargs=2, metavar=("W", "H"), help="video size in pixels")
+    ap.add_argument("--largest", action="store_true",
+                    help="without track ids: keep the largest person per frame instead of failing")
+    ap.add_argument("--person", type=int, nargs="+", help="only these track ids")
+    ap.add_argument("--min-frames", type=int, default=1, help="skip tracks with fewer detections")
+    ap.add_argument("--fps", type=float, default=None, help="video frame rate (default: the file's, else 30)")
+    ap.add_argument("--norm", default="image", choices=NORMS,
+                    help="2D normalisation: the video's size, or training's fixed 1920 (see the module docstring)")
+    ap.add_argument("--shape", default="track", choices=("track", "window"), help="betas pooled over the track")
+    ap.add_argument("--smooth", default="none", choices=("none", "one-euro"), help="temporal smoothing of rotations")
+    ap.add_argument("--smooth-min-cutoff", type=float, default=1.0, help="One-Euro cutoff at rest (Hz)")
+    ap.add_argument("--smooth-beta", type=float, default=0.7, help="One-Euro speed coefficient")
+    ap.add_argument("--no-flip", action="store_true", help="no flip-test averaging (about 2x faster)")
+    ap.add_argument("--clip-len", type=int, default=None, help="window length (default: the checkpoint's)")
+    ap.add_argument("--stride", type=int, default=None, help="window stride (default: clip_len // 2)")
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--min-conf", type=float, default=0.0, help="joints at or below this confidence are missing")
+    ap.add_argument("--meshes", default="none", choices=("none", "obj", "ply"), help="one mesh file per frame")
+    ap.add_argument("--bvh", action="store_true", help="also write a BVH skeleton")
+    ap.add_argument("--save-vertices", action="store_true", help="store vertices in result.npz (large)")
+    ap.add_argument("--no-render", action="store_true", help="no mp4")
+    ap.add_argument("--render-size", type=int, default=512, help="video panel size (even)")
+    ap.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch CPU threads (default: torch's; 1 is often faster on a busy machine)")
+    args = ap.parse_args(argv)
+    opt = InferOptions(
+        format=args.format, image_size=tuple(args.image_size) if args.image_size else None, largest=args.largest,
+        persons=tuple(args.person) if args.person else None, min_frames=args.min_frames, fps=args.fps,
+        norm=args.norm, shape=args.shape, smooth=args.smooth, smooth_min_cutoff=args.smooth_min_cutoff,
+        smooth_beta=args.smooth_beta, flip_test=not args.no_flip, clip_len=args.clip_len, stride=args.stride,
+        batch_size=args.batch_size, min_conf=args.min_conf, meshes=args.meshes, bvh=args.bvh,
+        save_vertices=args.save_vertices, render=not args.no_render, render_size=args.render_size,
+        device=args.device, threads=args.threads)
+    if opt.render and (opt.render_size < 2 or opt.render_size % 2):
+        print(f"error: --render-size must be a positive even number, got {opt.render_size}", file=sys.stderr)
+        return 2
+    try:
+        run_inference(args.keypoints, args.checkpoint, args.out, opt)
+    except (InferError, KeypointsError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except Exception as err:  # the other modules' one-line errors
+        if type(err).__name__ in ("CheckpointError", "ResultFileError", "RenderError", "BodyModelFileError",
+                                  "MeshDataError"):
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        raise
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
