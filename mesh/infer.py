@@ -448,8 +448,15 @@ def run_inference(keypoints: str | Path, checkpoint: str | Path, out: str | Path
     for tid, p in persons.items():
         log(f"person {tid}: {p['frames']} frames ({p['first_frame']}..{p['last_frame']}), "
             f"{p['interpolated_frames']} interpolated, {p['missing_joints']} missing joints filled")
+    sequences: dict[str, int] = {}
     for rel in summary["files"]:
-        log(f"wrote {out / rel}")
+        parent = Path(rel).parent
+        if parent.name.startswith("meshes_"):  # one line per mesh folder, not per frame
+            sequences[str(parent)] = sequences.get(str(parent), 0) + 1
+        else:
+            log(f"wrote {out / rel}")
+    for folder, count in sequences.items():
+        log(f"wrote {out / folder}/ ({count} mesh files)")
     return summary
 
 

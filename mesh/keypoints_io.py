@@ -337,6 +337,8 @@ def _json_detections(records: list[Any], path: Path, info: _Info) -> list[_Det]:
             kp = next((rec[k] for k in _KP_KEYS if k in rec), None)
             if plist is not None:
                 persons = plist
+            elif isinstance(kp, list) and not kp:  # rtmlib-style frame without people
+                persons = []
             elif kp is not None and _ndim(kp) == 3:  # rtmlib-style arrays: keypoints (P, J, C) + scores (P, J)
                 scores = next((rec[k] for k in _SCORE_KEYS if k in rec), None)
                 persons = [{"keypoints": kp[i], **({"scores": list(np.ravel(scores[i]))} if scores is not None
