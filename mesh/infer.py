@@ -504,14 +504,19 @@ def main(argv: list[str] | None = None) -> int:
     if opt.render and (opt.render_size < 2 or opt.render_size % 2):
         print(f"error: --render-size must be a positive even number, got {opt.render_size}", file=sys.stderr)
         return 2
+    from body_models import BodyModelFileError
+    from mesh.data.mesh_data import MeshDataError
+    from mesh.export import ResultFileError
+    from motion.checkpoint import CheckpointError
+
+    one_line_errors = (InferError, KeypointsError, CheckpointError, ResultFileError, BodyModelFileError, MeshDataError)
     try:
         run_inference(args.keypoints, args.checkpoint, args.out, opt)
-    except (InferError, KeypointsError) as err:
+    except one_line_errors as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    except Exception as err:  # the other modules' one-line errors
-        if type(err).__name__ in ("CheckpointError", "ResultFileError", "RenderError", "BodyModelFileError",
-                                  "MeshDataError"):
+    except Exception as err:
+        if type(err).__name__ == "RenderError":  # mesh.render is imported only when rendering (it loads OpenGL)
             print(f"error: {err}", file=sys.stderr)
             return 2
         raise

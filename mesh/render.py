@@ -42,8 +42,10 @@ from typing import Any  # noqa: E402
 import numpy as np  # noqa: E402
 import scipy.sparse as sp  # noqa: E402
 
-from body_models import H36M17  # noqa: E402
+from body_models import H36M17, BodyModelFileError  # noqa: E402
+from mesh.data.mesh_data import MeshDataError  # noqa: E402
 from mesh.export import MeshResult, ResultFileError, load_result  # noqa: E402
+from motion.checkpoint import CheckpointError  # noqa: E402
 
 INSTALL_HINT = ("install Mesa's headless OpenGL: 'apt-get install libegl1 libgl1-mesa-dri' (EGL) or "
                 "'apt-get install libosmesa6' (OSMesa, then PYOPENGL_PLATFORM=osmesa)")
@@ -964,14 +966,9 @@ def main(argv: list[str] | None = None) -> int:
             for path in render_from_checkpoint(args.checkpoint, args.data, args.out, args.split, args.sequence, opt,
                                                fps=args.fps or 30.0):
                 print(f"wrote {path}")
-    except (RenderError, ResultFileError) as err:
+    except (RenderError, ResultFileError, MeshDataError, CheckpointError, BodyModelFileError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    except Exception as err:  # data / checkpoint errors of the other modules carry one-line messages too
-        if type(err).__name__ in ("MeshDataError", "CheckpointError", "BodyModelFileError"):
-            print(f"error: {err}", file=sys.stderr)
-            return 2
-        raise
     return 0
 
 
