@@ -50,8 +50,9 @@ def predict_clips(model: MeshRecovery, x: torch.Tensor, flip_test: bool) -> Mesh
     out = model(x)
     if not flip_test:
         return out
-    flipped = model(flip_h36m(x))
-    back = pose_body(model.body, mirror_rotmats(flipped.rotmats), flipped.betas)
+    # Only the mirrored-back pose goes through the body model (posing the flipped mesh itself would be wasted).
+    flipped_rotmats, flipped_betas = model.predict_smpl(flip_h36m(x))
+    back = pose_body(model.body, mirror_rotmats(flipped_rotmats), flipped_betas)
     return MeshOutput(
         rotmats=torch.stack([out.rotmats, back.rotmats]),  # kept apart: averaged (and projected) by the caller
         betas=(out.betas + back.betas) / 2,

@@ -60,9 +60,12 @@ class MeshRecovery(nn.Module):
         self.head = SMPLHead(cfg.dim_rep, cfg.num_joints, mean, head_config)
         self.body = body
 
-    def forward(self, x: torch.Tensor) -> MeshOutput:
-        """``x (B, T, 17, 3)`` normalised (u, v, confidence) -> :class:`MeshOutput`."""
+    def predict_smpl(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``x (B, T, 17, 3)`` -> SMPL ``rotmats (B, T, 24, 3, 3)`` and ``betas (B, 10)``, without the body model."""
         feat = self.backbone.get_representation(x)
         pose6d, betas = self.head(feat)
-        rotmats = rot6d_to_rotmat(pose6d.float())
-        return pose_body(self.body, rotmats, betas.float())
+        return rot6d_to_rotmat(pose6d.float()), betas.float()
+
+    def forward(self, x: torch.Tensor) -> MeshOutput:
+        """``x (B, T, 17, 3)`` normalised (u, v, confidence) -> :class:`MeshOutput`."""
+        return pose_body(self.body, *self.predict_smpl(x))

@@ -60,9 +60,12 @@ class _FixedPose(nn.Module):
         self.rotmats = rotmats
         self.weight = nn.Parameter(torch.zeros(1))
 
-    def forward(self, x: torch.Tensor) -> MeshOutput:
+    def predict_smpl(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         b, t = x.shape[:2]
-        return pose_body(self.body, self.rotmats.expand(b, t, 24, 3, 3), torch.zeros(b, 10))
+        return self.rotmats.expand(b, t, 24, 3, 3), torch.zeros(b, 10)
+
+    def forward(self, x: torch.Tensor) -> MeshOutput:
+        return pose_body(self.body, *self.predict_smpl(x))
 
 
 def test_flip_test_of_a_symmetric_prediction_changes_nothing() -> None:
