@@ -47,12 +47,14 @@ def mirror_rotmats(rotmats: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def predict_clips(model: MeshRecovery, x: torch.Tensor, flip_test: bool) -> MeshOutput:
     """Predict clips ``x (B, T, 17, 3)``; with ``flip_test``, average with the mirrored prediction (§4.10)."""
-    out = model(x)
     if not flip_test:
-        return out
-    # Only the mirrored-back pose goes through the body model (posing the flipped mesh itself would be wasted).
-    flipped_rotmats, flipped_betas = model.predict_smpl(flip_h36m(x))
-    back = pose_body(model.body, mirror_rotmats(flipped_rotmats), flipped_betas)
+        return model(x)
+    # One network pass over both inputs (a larger batch runs faster on CPU); only the mirrored-back pose goes
+    # through the body model (posing the flipped mesh itself would be wasted).
+    rotmats, betas = model.predict_smpl(torch.cat([x, flip_h36m(x)]))
+    b = len(x)
+    out = pose_body(model.body, rotmats[:b], betas[:b])
+    back = pose_body(model.body, mirror_rotmats(rotmats[b:]), betas[b:])
     return MeshOutput(
         rotmats=torch.stack([out.rotmats, back.rotmats]),  # kept apart: averaged (and projected) by the caller
         betas=(out.betas + back.betas) / 2,
