@@ -8,6 +8,7 @@ Auxiliary files, looked up next to the model file (or given explicitly):
 - ``J_regressor_h36m_correct.npy`` (17 x V, Pose2Mesh): H36M-17 joints for real SMPL. The embedded default carries
   its own regressor. Fallback when absent: H36M-17 joints assembled from the model's SMPL-24 joint regressor (a
   warning says so; such numbers are not comparable with MotionBERT's).
+- ``J_regressor_h36m.npy`` (17 x V, SPIN): the WHAM/GVHMR-style evaluation's regressor (:func:`load_spin_regressor`).
 - ``smpl_mean_params.npz`` (SPIN: ``pose`` (144,) in 6D, ``shape`` (10,)): the regression head's starting point.
   Fallback: zero betas and the rest pose turned upright in the camera frame (180 degrees about x).
 """
@@ -29,6 +30,7 @@ ENV_VAR = "SMPL_MODEL_DIR"
 ASSETS = Path(__file__).resolve().parent / "assets"
 DEFAULT_MODEL = ASSETS / "open_body.npz"
 H36M_REGRESSOR_NAME = "J_regressor_h36m_correct.npy"
+SPIN_REGRESSOR_NAME = "J_regressor_h36m.npy"  # SPIN's, for the WHAM/GVHMR protocol
 MEAN_PARAMS_NAME = "smpl_mean_params.npz"
 GENDERS = ("neutral", "male", "female")
 _OFFICIAL_NAMES = {
@@ -208,7 +210,39 @@ def load_h36m_regressor(path: str | Path, num_vertices: int) -> np.ndarray:
         raise _fail(path, f"not a readable .npy (truncated or corrupt?): {err}") from None
     if reg.shape != (17, num_vertices):
         raise _fail(path, f"H36M regressor has shape {reg.shape}, expected (17, {num_vertices}) for this body model")
+    if not np.issubdtype(reg.dtype, np.number) or not np.isfinite(reg).all():
+        raise _fail(path, f"H36M regressor must hold finite numbers (dtype {reg.dtype}, NaN / inf not allowed)")
     return reg.astype(np.float64)
+
+
+def load_spin_regressor(path: str | Path | None, num_vertices: int, smpl: str | Path | None = None
+                        ) -> tuple[np.ndarray | None, str]:
+    """SPIN's (17, V) ``J_regressor_h36m.npy`` (the WHAM/GVHMR protocol's regressor, mesh_protocol.md §8.2).
+
+    Lookup: ``path`` > ``J_regressor_h36m.npy`` next to the neutral model file found from ``smpl`` (or
+    ``$SMPL_MODEL_DIR``), or in that folder itself. The embedded default has no SPIN regressor.
+
+    Returns:
+        ``(regressor, where)``: the validated array (float64) and the file it came from; ``(None, reason)`` when no
+        file was found (an explicit ``path`` that is missing or malformed is a :class:`BodyModelFileError`).
+    """
+    if path is not None:
+        path = Path(path).expanduser()
+        if not path.is_file():
+            raise _fail(path, f"SPIN regressor not found (expected SPIN's {SPIN_REGRESSOR_NAME}, a (17, "
+                              f"{num_vertices}) .npy)")
+        return load_h36m_regressor(path, num_vertices), str(path)
+    model_path = resolve_model_path(smpl)
+    if model_path == DEFAULT_MODEL:
+        return None, "the embedded default body model has no SPIN regressor"
+    folders = [model_path.parent]
+    given = smpl if smpl is not None else os.environ.get(ENV_VAR)
+    if given and Path(given).expanduser().is_dir():
+        folders.append(Path(given).expanduser())
+    for folder in dict.fromkeys(folders):
+        if (folder / SPIN_REGRESSOR_NAME).is_file():
+            return load_h36m_regressor(folder / SPIN_REGRESSOR_NAME, num_vertices), str(folder / SPIN_REGRESSOR_NAME)
+    return None, f"no {SPIN_REGRESSOR_NAME} in {' or '.join(str(f) for f in dict.fromkeys(folders))}"
 
 
 def h36m_regressor_from_smpl_joints(j_regressor: np.ndarray) -> np.ndarray:

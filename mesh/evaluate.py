@@ -2,10 +2,13 @@
 
 Reports MPVE, MPJPE and PA-MPJPE (S14 or LSP-14), PA-MPVE, the 17-joint variants and the acceleration error, under
 a named protocol (``--protocol motionbert|full-sequence``, mesh_protocol.md §8) whose every switch can be changed
-(``--set root=midhip flip=false ...``) and is written into every report. Outputs (``--out``, default next to the
-checkpoint in ``eval_<data>_<protocol>/``): ``metrics.json``, ``per_sequence.csv``, ``per_frame.npz`` and
-``errors.png`` (per-sequence errors and error over time for the worst sequences). The trainer's validation runs the
-same code (``mesh.evaluation.evaluate_mesh``).
+(``--set root=midhip flip=false regressor=spin ...``) and is written into every report. Joint regressor
+(``regressor=pose2mesh|spin``): 'pose2mesh' (motionbert) is the body model's own H36M regressor (Pose2Mesh's
+``J_regressor_h36m_correct`` for real SMPL); 'spin' (full-sequence) is SPIN's ``J_regressor_h36m.npy`` from
+``--spin-regressor`` or next to the SMPL files, else the body model's own with a note saying so. Outputs (``--out``,
+default next to the checkpoint in ``eval_<data>_<protocol>/``): ``metrics.json``, ``per_sequence.csv``,
+``per_frame.npz`` and ``errors.png`` (per-sequence errors and error over time for the worst sequences). The trainer's
+validation runs the same code (``mesh.evaluation.evaluate_mesh``).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import yaml
 from tqdm import tqdm
 
 from body_models import BodyModelFileError, load_body_model
+from body_models.loading import load_spin_regressor
 from mesh.checkpoint import load_mesh_model
 from mesh.data.mesh_data import MeshDataError, read_mesh_split
 from mesh.evaluation import PROTOCOLS, MeshEvaluation, Protocol, evaluate_mesh, get_protocol
@@ -107,6 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--protocol", default="motionbert", choices=sorted(PROTOCOLS))
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="protocol switches, e.g. root=midhip")
     parser.add_argument("--smpl", default=None, help="SMPL folder (neutral; male/female for gendered ground truth)")
+    parser.add_argument("--spin-regressor", type=Path, default=None, metavar="FILE",
+                        help="SPIN's J_regressor_h36m.npy for regressor=spin (default: next to the SMPL files)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast for the network")
@@ -123,6 +129,17 @@ def main(argv: list[str] | None = None) -> int:
                     bodies[gender] = load_body_model(args.smpl, gender=gender, device=device)
                 except BodyModelFileError as err:
                     print(f"warning: {err}", file=sys.stderr)
+        spin_regressor, spin_source = None, ""
+        if protocol.regressor == "spin":
+            spin_array, spin_source = load_spin_regressor(args.spin_regressor, neutral.num_vertices, args.smpl)
+            if spin_array is None:
+                print(f"warning: regressor=spin but {spin_source}: using the body model's own H36M regressor "
+                      "(pass --spin-regressor FILE)", file=sys.stderr)
+            else:
+                spin_regressor = torch.from_numpy(spin_array)
+        elif args.spin_regressor is not None:
+            print(f"warning: --spin-regressor ignored: protocol {protocol.name} uses regressor={protocol.regressor}",
+                  file=sys.stderr)
         model, ckpt = load_mesh_model(args.checkpoint, body=neutral, map_location=device)
         data = args.data
         synthetic = data is None
@@ -139,7 +156,9 @@ def main(argv: list[str] | None = None) -> int:
     start = time.time()
     with tqdm(total=len(split), unit="frame", dynamic_ncols=True) as bar:
         ev = evaluate_mesh(model, split, protocol, bodies, args.batch_size,
-                           torch.bfloat16 if args.bf16 else None, progress=bar.update)
+                           torch.bfloat16 if args.bf16 else None, progress=bar.update, spin_regressor=spin_regressor)
+    if spin_regressor is not None:
+        ev.joint_regressor = f"{ev.joint_regressor} ({spin_source})"
     seconds = time.time() - start
     s = ev.summary()
     out = args.out or args.checkpoint.parent / f"eval_{Path(data).stem}_{args.split}_{protocol.name}"
@@ -152,6 +171,7 @@ def main(argv: list[str] | None = None) -> int:
                       ("mpjpe17_mm", "MPJPE-17 (mm)"), ("pa_mpjpe17_mm", "PA-MPJPE-17 (mm)"),
                       ("accel_mm_per_frame2", "accel (mm/frame^2)"), ("accel_m_per_s2", "accel (m/s^2)")):
         print(f"{name:<22}{s[key]:>10.2f}")
+    print(f"joints: regressor={protocol.regressor}, {ev.joint_regressor}")
     for note in ev.notes:
         print(f"note: {note}")
     print(f"{s['frames']} frames in {seconds:.1f} s ({s['frames'] / seconds:.0f} frames/s); "

@@ -2,11 +2,13 @@
 
 Protocols (every switch is a field, and every report states them):
 
-- ``motionbert``: neutral-model ground truth, H36M regressor joints, pelvis root, S14 joints, non-overlapping
+- ``motionbert``: neutral-model ground truth, the body model's H36M regressor (Pose2Mesh's
+  ``J_regressor_h36m_correct`` for real SMPL) for joints, pelvis root, S14 joints, non-overlapping
   16-frame clips, flip test, per-frame mean. Unlike MotionBERT, every frame is evaluated exactly once (a track's
   tail gets one extra window; short tracks are not resampled into the average).
-- ``full-sequence`` (WHAM / GVHMR style): gender-specific ground truth where genders are known, mid-hip root, LSP-14
-  joints, whole tracks through overlapping windows blended per frame, acceleration also in m/s².
+- ``full-sequence`` (WHAM / GVHMR style): gender-specific ground truth where genders are known, SPIN's
+  ``J_regressor_h36m`` for joints (the body model's own H36M regressor, with a note, when it is not available),
+  mid-hip root, LSP-14 joints, whole tracks through overlapping windows blended per frame, acceleration also in m/s².
 
 Tracks are processed one at a time, so memory stays bounded by the longest track, not the dataset.
 """
@@ -39,11 +41,18 @@ class Protocol:
     clip_len: int = 16
     flip: bool = True
     fps: float = 30.0
+    # Joint regressor applied to predicted and GT vertices: 'pose2mesh' = the body model's own J_regressor_h36m
+    # (Pose2Mesh's J_regressor_h36m_correct for real SMPL); 'spin' = SPIN's J_regressor_h36m (WHAM / GVHMR).
+    regressor: Literal["pose2mesh", "spin"] = "pose2mesh"
+
+    def __post_init__(self) -> None:
+        if self.regressor not in ("pose2mesh", "spin"):
+            raise ValueError(f"regressor must be 'pose2mesh' or 'spin', got {self.regressor!r}")
 
 
 PROTOCOLS: dict[str, Protocol] = {
     "motionbert": Protocol("motionbert", "neutral", "pelvis", "s14", "clips"),
-    "full-sequence": Protocol("full-sequence", "gendered", "midhip", "lsp14", "full"),
+    "full-sequence": Protocol("full-sequence", "gendered", "midhip", "lsp14", "full", regressor="spin"),
 }
 
 
@@ -61,6 +70,7 @@ class MeshEvaluation:
     per_frame: dict[str, np.ndarray]  # mpve, mpjpe, pa_mpjpe, pa_mpve, mpjpe17, pa_mpjpe17, accel (mm/frame^2)
     source: np.ndarray
     notes: list[str]
+    joint_regressor: str = ""  # which regressor the joints came from, in words (written into every report)
 
     def summary(self) -> dict[str, float]:
         out = {f"{k}_mm": float(np.nanmean(v)) for k, v in self.per_frame.items() if k != "accel"}
@@ -81,7 +91,8 @@ class MeshEvaluation:
         return table
 
     def report(self) -> dict[str, object]:
-        return {"protocol": asdict(self.protocol), "summary": self.summary(), "notes": self.notes}
+        return {"protocol": asdict(self.protocol), "joint_regressor": self.joint_regressor, "summary": self.summary(),
+                "notes": self.notes}
 
 
 def _gt_body(bodies: dict[str, BodyModel], protocol: Protocol, gender: str, notes: set[str]) -> BodyModel:
@@ -99,18 +110,23 @@ def _gt_body(bodies: dict[str, BodyModel], protocol: Protocol, gender: str, note
 @torch.no_grad()
 def evaluate_mesh(model: MeshRecovery, split: MeshSplit, protocol: Protocol, gt_bodies: dict[str, BodyModel],
                   batch_size: int = 32, autocast_dtype: torch.dtype | None = None,
-                  progress: Callable[[int], None] | None = None) -> MeshEvaluation:
+                  progress: Callable[[int], None] | None = None,
+                  spin_regressor: torch.Tensor | np.ndarray | None = None) -> MeshEvaluation:
     """Evaluate ``model`` on every frame of ``split`` under ``protocol``.
 
     Args:
         gt_bodies: ground-truth body models by gender: 'neutral' (required), optionally 'male', 'female'.
         progress: called with the number of frames done after each track.
+        spin_regressor: (17, V) SPIN ``J_regressor_h36m``, used when ``protocol.regressor == 'spin'``: joints of
+            both prediction and ground truth are then ``R @ vertices``. When it is None under 'spin', the body
+            models' own H36M regressors are used and a note says the joints are not comparable with WHAM / GVHMR.
     """
     if "neutral" not in gt_bodies:
         raise ValueError("gt_bodies needs a 'neutral' body model")
     if gt_bodies["neutral"].num_vertices != model.body.num_vertices:
         raise ValueError(f"vertex counts differ: model body {model.body.num_vertices}, ground-truth body "
                          f"{gt_bodies['neutral'].num_vertices} (use the body model the network was trained with)")
+    regressor, notes = _joint_regressor(protocol, spin_regressor, model.body.num_vertices)
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
@@ -119,7 +135,6 @@ def evaluate_mesh(model: MeshRecovery, split: MeshSplit, protocol: Protocol, gt_
     blend = "uniform" if protocol.windows == "clips" else "triangular"
     keys = ("mpve", "mpjpe", "pa_mpjpe", "pa_mpve", "mpjpe17", "pa_mpjpe17", "accel")
     per_frame = {k: np.full(len(split), np.nan) for k in keys}
-    notes: set[str] = set()
     for start, end in track_bounds(split.source):
         pred = predict_track(model, split.inputs[start:end], protocol.clip_len, stride, protocol.flip, batch_size,
                              blend, autocast_dtype)
@@ -131,6 +146,9 @@ def evaluate_mesh(model: MeshRecovery, split: MeshSplit, protocol: Protocol, gt_
         gt = pose_body(body, rot[None], torch.from_numpy(np.ascontiguousarray(betas)).to(device))
         gj, gv = gt.joints_h36m[0].cpu(), gt.vertices[0].cpu()
         pj, pv = pred.joints_h36m, pred.vertices
+        if regressor is not None:  # SPIN's regressor on both meshes: (17, V) @ (T, V, 3) -> (T, 17, 3)
+            gj = torch.einsum("jv,tvc->tjc", regressor.to(gv), gv)
+            pj = torch.einsum("jv,tvc->tjc", regressor.to(pv), pv)
         gv_c, pv_c = center(gv, gj, protocol.root), center(pv, pj, protocol.root)
         gj_c, pj_c = center(gj, gj, protocol.root), center(pj, pj, protocol.root)
         values = {
@@ -146,4 +164,24 @@ def evaluate_mesh(model: MeshRecovery, split: MeshSplit, protocol: Protocol, gt_
         if progress is not None:
             progress(end - start)
     model.train(was_training)
-    return MeshEvaluation(protocol=protocol, per_frame=per_frame, source=split.source, notes=sorted(notes))
+    used = ("SPIN J_regressor_h36m" if regressor is not None
+             else "body model's own J_regressor_h36m (Pose2Mesh J_regressor_h36m_correct for real SMPL)")
+    return MeshEvaluation(protocol=protocol, per_frame=per_frame, source=split.source, notes=sorted(notes),
+                          joint_regressor=used)
+
+
+def _joint_regressor(protocol: Protocol, spin_regressor: torch.Tensor | np.ndarray | None, num_vertices: int
+                     ) -> tuple[torch.Tensor | None, set[str]]:
+    """The (17, V) float32 CPU regressor to apply to vertices (None = the body models' own) and the notes."""
+    if protocol.regressor != "spin":
+        return None, set()
+    if spin_regressor is None:
+        return None, {"SPIN's J_regressor_h36m was not available (embedded body model, or no J_regressor_h36m.npy "
+                      "next to the SMPL files): joints use the body model's own H36M regressor, so MPJPE, PA-MPJPE "
+                      "and MPVE are not comparable with WHAM / GVHMR numbers"}
+    reg = torch.as_tensor(spin_regressor).detach().to("cpu", torch.float32)
+    if reg.shape != (17, num_vertices):
+        raise ValueError(f"spin_regressor has shape {tuple(reg.shape)}, expected (17, {num_vertices})")
+    if not torch.isfinite(reg).all():
+        raise ValueError("spin_regressor contains NaN or inf")
+    return reg, set()

@@ -75,11 +75,22 @@ def _purge_opengl_modules() -> None:
         del sys.modules[name]
 
 
+# The platform that last gave a context. Tried first next time, so that after a fallback to OSMesa every later
+# context does not purge and re-import PyOpenGL twice (once for a failing EGL, once back to OSMesa).
+_WORKING_GL_PLATFORM: str | None = None
+
+
 def create_gl_context(width: int = 64, height: int = 64) -> Any:
     """A current, headless OpenGL >= 3.3 context: EGL, else OSMesa; raise :class:`RenderError` naming what to
-    install when neither works. Returns the platform object (``make_current()``, ``delete_context()``)."""
+    install when neither works. Returns the platform object (``make_current()``, ``delete_context()``).
+
+    ``PYOPENGL_PLATFORM=egl`` or ``=osmesa`` in the environment at import time selects that platform only. Both give a
+    3.3 core profile context (pyrender's ``OSMesaPlatform`` asks OSMesa for one; Mesa's OSMesa provides it)."""
+    global _WORKING_GL_PLATFORM
     errors: list[str] = []
     platforms = [_USER_GL_PLATFORM] if _USER_GL_PLATFORM in ("egl", "osmesa") else ["egl", "osmesa"]
+    if _WORKING_GL_PLATFORM in platforms:
+        platforms.sort(key=lambda name: name != _WORKING_GL_PLATFORM)
     for name in platforms:
         try:
             if os.environ.get("PYOPENGL_PLATFORM") != name:
@@ -96,6 +107,7 @@ def create_gl_context(width: int = 64, height: int = 64) -> Any:
             version = _gl().glGetString(_gl().GL_VERSION)
             if version is None:
                 raise RuntimeError("context has no GL version")
+            _WORKING_GL_PLATFORM = name
             return platform
         except Exception as err:  # any failure (missing library, no device): try the next platform
             errors.append(f"{name}: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}")

@@ -114,12 +114,13 @@ def _strip_prefix(state: dict[str, Any], prefix: str) -> dict[str, Any]:
     return state
 
 
-def _unwrap(obj: dict[str, Any]) -> dict[str, torch.Tensor]:
+def unwrap_state_dict(obj: dict[str, Any]) -> dict[str, torch.Tensor]:
     """Find the state dict in a foreign checkpoint (wrapper keys, ``module.`` prefixes)."""
     for key in _WRAPPERS:
         if key in obj and isinstance(obj[key], dict):
-            return _unwrap(obj[key]) if not any(isinstance(v, torch.Tensor) for v in obj[key].values()) \
-                else _strip_prefix(obj[key], "module.")
+            inner = obj[key]
+            has_tensors = any(isinstance(v, torch.Tensor) for v in inner.values())
+            return _strip_prefix(inner, "module.") if has_tensors else unwrap_state_dict(inner)
     tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
     if not tensors:
         raise CheckpointError(f"no state dict found (looked for tensors at the top level and under {_WRAPPERS})")
@@ -135,7 +136,7 @@ def _guess_arch(state: dict[str, torch.Tensor]) -> str:
                           "pass arch= and config=")
 
 
-def _dstformer_config_from_state(state: dict[str, torch.Tensor]) -> dict[str, Any]:
+def dstformer_config_from_state(state: dict[str, torch.Tensor]) -> dict[str, Any]:
     """Read DSTformer sizes off MotionBERT's tensor shapes (its checkpoints carry no config).
 
     The head count is not visible in the shapes: MotionBERT always uses 8 (the config default); pass ``config=``
@@ -199,14 +200,14 @@ def load_backbone(path: str | Path, map_location: str | torch.device = "cpu", ar
                 raise CheckpointError(f"holds a '{file_arch}' encoder, but '{arch}' was asked for")
             state, cfg, meta = obj["state_dict"], obj["config"], obj.get("metadata", {})
         else:
-            state = _unwrap(obj)
+            state = unwrap_state_dict(obj)
             file_arch = arch or _guess_arch(state)
             if file_arch not in ENCODERS:
                 raise CheckpointError(f"unknown architecture '{file_arch}' (known: {sorted(ENCODERS)})")
             if config is not None:
                 cfg = config
             elif file_arch == "dstformer":
-                cfg = _dstformer_config_from_state(state)
+                cfg = dstformer_config_from_state(state)
             else:
                 raise CheckpointError(f"a foreign '{file_arch}' checkpoint carries no config: pass config=")
             meta = {"foreign": True, **{k: v for k, v in obj.items() if isinstance(v, int | float | str)}}

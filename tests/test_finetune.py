@@ -16,29 +16,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import SMALL_ENCODER
 
 from mesh.finetune import main as finetune
 from motion.checkpoint import read_checkpoint
-from motion.pretrain import main as pretrain
 
 REPO = Path(__file__).resolve().parents[1]
-SMALL_ENCODER = "{variant: XS, depth: 2}"
 
 
 def _data_args(synthetic: dict[str, Path]) -> list[str]:
     mesh = synthetic["mesh"]
     return [f"data.train=[{{path: {mesh}, split: train}}]", f"data.validation={{path: {mesh}, split: validation}}",
             f"data.test={{path: {mesh}, split: test}}"]
-
-
-@pytest.fixture(scope="module")
-def backbone(synthetic_data: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A small SSR-STF briefly pretrained on the synthetic 2D->3D lifting data (clip length 16, as the mesh clips)."""
-    out = tmp_path_factory.mktemp("pretrain")
-    assert pretrain(["--name", "enc", "--out-dir", str(out), f"data.path={synthetic_data['lifting']}",
-                     f"model.encoder={SMALL_ENCODER}", "data.clip_len=16", "loop.epochs=1",
-                     "loop.max_steps_per_epoch=30", "optim.lr=0.002"]) == 0
-    return out / "enc" / "best.pt"
 
 
 def _finetune(out: Path, name: str, synthetic: dict[str, Path], *extra: str) -> dict:
@@ -48,19 +37,24 @@ def _finetune(out: Path, name: str, synthetic: dict[str, Path], *extra: str) -> 
     return json.loads((out / name / "metrics.json").read_text())
 
 
-def test_finetuning_lowers_validation_mpve(backbone: Path, synthetic_data: dict[str, Path], tmp_path: Path) -> None:
-    """A few minutes of fine-tuning from a pretrained backbone: validation MPVE far below the untrained head's.
+def test_finetuning_beats_the_untrained_head_and_a_random_backbone(pretrained_encoder: Path,
+                                                                    synthetic_data: dict[str, Path],
+                                                                    tmp_path: Path) -> None:
+    """Three epochs (192 steps of 8 clips, about 100 s per run) from the pretrained backbone and from a random one.
 
-    (That a pretrained backbone beats a random one is NOT asserted: at a CI-sized budget the two were equal in our
-    runs, 227.3 vs 225.6 mm; see the README's known limitations.)
+    Observed (4 epochs, same data): pretrained 225.7 -> 129.9 mm validation MPVE; random stays at 223.9 mm (its head
+    learns little more than the mean pose at this budget). Asserted: pretrained < 0.75 x untrained and < 0.8 x random.
     """
+    backbone = pretrained_encoder / "best.pt"
     untrained = _finetune(tmp_path, "untrained", synthetic_data, f"--backbone={backbone}", "loop.epochs=1",
                           "loop.max_steps_per_epoch=0")
-    tuned = _finetune(tmp_path, "tuned", synthetic_data, f"--backbone={backbone}", "loop.epochs=2",
-                      "loop.max_steps_per_epoch=30")
+    tuned = _finetune(tmp_path, "tuned", synthetic_data, f"--backbone={backbone}", "loop.epochs=3")
+    random = _finetune(tmp_path, "random", synthetic_data, "loop.epochs=3", "data.test=null")
     before = untrained["validation"]["summary"]["mpve_mm"]
     after = tuned["validation"]["summary"]["mpve_mm"]
-    assert after < 0.8 * before, (before, after)
+    from_random = random["validation"]["summary"]["mpve_mm"]
+    assert after < 0.75 * before, (before, after)
+    assert after < 0.8 * from_random, (after, from_random)
     assert tuned["test"]["summary"]["frames"] > 0 and tuned["synthetic"] is False  # explicit paths were given
     ckpt = read_checkpoint(tmp_path / "tuned" / "best.pt")
     assert ckpt["metadata"]["backbone"]["path"] == str(backbone)

@@ -13,7 +13,7 @@ import torch
 
 from motion.config import load_config
 from motion.encoders import build_encoder, count_parameters
-from motion.pretrain import PretrainConfig, main
+from motion.pretrain import PretrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -26,17 +26,18 @@ def test_configs_validate_and_build(path: Path) -> None:
     assert count_parameters(model) > 1e6
 
 
-def test_xs_learns_lifting_below_the_mean_pose_baseline(synthetic_data: dict[str, Path], tmp_path: Path) -> None:
-    """SSR-STF-XS, a couple of minutes on 2 CPU cores: P1 must end well below predicting the mean training pose."""
-    code = main(["--config", str(REPO / "configs/motion/xs.yaml"), "--name", "xs", "--out-dir", str(tmp_path),
-                 f"data.path={synthetic_data['lifting']}", "loop.epochs=3", "loop.max_steps_per_epoch=30",
-                 "optim.lr=0.001", "optim.batch_size=8"])
-    assert code == 0
-    metrics = json.loads((tmp_path / "xs" / "metrics.json").read_text())
+def test_small_encoder_learns_lifting_far_below_the_mean_pose_baseline(pretrained_encoder: Path) -> None:
+    """10 short epochs on 2 CPU cores: test P1 must end far below always predicting the mean training pose.
+
+    Observed: test P1 122.5 mm against a 228.5 mm baseline (P2 86.9 mm).
+    """
+    metrics = json.loads((pretrained_encoder / "metrics.json").read_text())
     p1, baseline = metrics["test"]["p1_mm"], metrics["baseline_mean_pose_p1_mm"]
-    assert p1 < 0.85 * baseline, (p1, baseline)
+    assert p1 < 0.7 * baseline, (p1, baseline)
     assert metrics["test"]["p2_mm"] < p1
-    assert (tmp_path / "xs" / "best.pt").is_file() and (tmp_path / "xs" / "log.csv").read_text().count("\n") == 4
+    assert metrics["best_validation"]["val_p1_mm"] < 0.75 * baseline
+    assert (pretrained_encoder / "best.pt").is_file()
+    assert (pretrained_encoder / "log.csv").read_text().count("\n") == 11  # header + one row per epoch
 
 
 def test_gloo_ddp_two_processes(synthetic_data: dict[str, Path], tmp_path: Path) -> None:

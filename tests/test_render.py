@@ -6,6 +6,10 @@ Skipped (with the reason) when no headless OpenGL context can be created; with M
 
 from __future__ import annotations
 
+import ctypes.util
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -255,13 +259,82 @@ def test_cli(gl: str, body, tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
 
 def test_no_gl_error_names_the_packages(monkeypatch: pytest.MonkeyPatch) -> None:
     """When neither EGL nor OSMesa works, the one error says what to install."""
-    import pyrender.platforms.egl as egl
+    import importlib
+
+    # Break the platform PyOpenGL is bound to now (EGL by default; OSMesa under PYOPENGL_PLATFORM=osmesa) and allow
+    # only that one: switching platform would purge PyOpenGL and re-import an unbroken module.
+    current = os.environ["PYOPENGL_PLATFORM"]
+    module = importlib.import_module(f"pyrender.platforms.{current}")
+    platform = module.EGLPlatform if current == "egl" else module.OSMesaPlatform
 
     def broken(self, *a: object) -> None:
         raise OSError("libEGL.so.1: cannot open shared object file")
 
-    monkeypatch.setattr(rd, "_USER_GL_PLATFORM", "egl")  # only EGL: the OSMesa switch would purge PyOpenGL
-    monkeypatch.setattr(egl.EGLPlatform, "init_context", broken)
+    monkeypatch.setattr(rd, "_USER_GL_PLATFORM", current)
+    monkeypatch.setattr(platform, "init_context", broken)
     with pytest.raises(rd.RenderError, match=r"libegl1 libgl1-mesa-dri.*libosmesa6") as err:
         rd.create_gl_context()
     assert "libEGL.so.1" in str(err.value) and "\n" not in str(err.value)
+
+
+_SCENE = """
+import sys
+import numpy as np
+import torch
+from body_models import load_body_model
+from mesh import render as rd
+
+body = load_body_model()
+pose = torch.zeros(1, 72)
+pose[:, 0] = np.pi
+pose[:, 16 * 3 + 2] = -0.8  # one arm lowered: not symmetric
+out = body.forward_axis_angle(pose, torch.zeros(1, 10))
+v = (out.vertices - out.joints_h36m[:, :1])[0].numpy()
+turned = v @ np.array([[0.8, 0, 0.6], [0, 1, 0], [-0.6, 0, 0.8]])
+cam = rd.fit_cameras([np.stack([v, turned])], "front", 128, 128)[0]
+images = []
+for samples in (0, 4):
+    with rd.MeshRenderer(body.faces.numpy(), 128, 128, samples=samples) as r:
+        images.append(r.render([v.astype(np.float32), turned.astype(np.float32)], cam,
+                               [rd.PRED_COLOR, (0.2, 0.8, 0.3, 0.5)]))
+        platform = type(r._platform).__name__
+        gl = rd._gl()
+        renderer = gl.glGetString(gl.GL_RENDERER).decode()
+np.savez(sys.argv[1], images=np.stack(images), platform=platform, renderer=renderer)
+"""
+
+
+def _render_in_subprocess(platform: str, out: Path) -> dict:
+    env = {**os.environ, "PYOPENGL_PLATFORM": platform, "OMP_NUM_THREADS": "1"}
+    root = Path(__file__).resolve().parents[1]
+    env["PYTHONPATH"] = os.pathsep.join([str(root), *filter(None, [os.environ.get("PYTHONPATH")])])
+    done = subprocess.run([sys.executable, "-c", _SCENE, str(out)], env=env, cwd=root, capture_output=True,
+                          text=True, timeout=300)
+    if done.returncode != 0:
+        return {"error": (done.stderr.strip().splitlines() or ["no output"])[-1]}
+    with np.load(out) as npz:
+        return {k: npz[k] for k in npz.files}
+
+
+def test_osmesa_matches_egl(tmp_path: Path) -> None:
+    """The OSMesa fallback renders the same image as EGL (same scene, each in its own process, since PyOpenGL binds
+    its platform at import).
+
+    Needs Mesa's OSMesa (``apt-get install libosmesa6``); skipped with the reason otherwise. CI machines do not have
+    libosmesa6, so there this test is skipped and the OSMesa path is only checked where it is installed.
+    """
+    if ctypes.util.find_library("OSMesa") is None:
+        pytest.skip("libOSMesa not installed (apt-get install libosmesa6): the OSMesa fallback is not tested here")
+    osmesa = _render_in_subprocess("osmesa", tmp_path / "osmesa.npz")
+    assert "error" not in osmesa, f"OSMesa render failed: {osmesa.get('error')}"
+    assert str(osmesa["platform"]) == "OSMesaPlatform"
+    egl = _render_in_subprocess("egl", tmp_path / "egl.npz")
+    if "error" in egl:
+        pytest.skip(f"no EGL context to compare with: {egl['error']}")
+    assert str(egl["platform"]) == "EGLPlatform"
+    for a, b in zip(osmesa["images"].astype(float), egl["images"].astype(float), strict=True):
+        assert mask_of(a.astype(np.uint8)).mean() > 0.05  # the scene is in view
+        # Same image up to rasterisation / precision differences between drivers (identical on Mesa's llvmpipe).
+        assert np.abs(a - b).mean() < 2.0, (osmesa["renderer"], egl["renderer"])
+        ma, mb = mask_of(a.astype(np.uint8)), mask_of(b.astype(np.uint8))
+        assert (ma & mb).sum() / (ma | mb).sum() > 0.98
