@@ -42,8 +42,9 @@ def test_finetuning_beats_the_untrained_head_and_a_random_backbone(pretrained_en
                                                                     tmp_path: Path) -> None:
     """Three epochs (192 steps of 8 clips, about 100 s per run) from the pretrained backbone and from a random one.
 
-    Observed (4 epochs, same data): pretrained 225.7 -> 129.9 mm validation MPVE; random stays at 223.9 mm (its head
-    learns little more than the mean pose at this budget). Asserted: pretrained < 0.75 x untrained and < 0.8 x random.
+    Observed, validation MPVE per epoch: pretrained 225.7, 193.1, 138.6 mm (the head learns the global orientation
+    in epochs 2-3); random 226.2, 223.9, 224.6 mm (little more than the mean pose at this budget). Untrained: the
+    mean pose. Asserted: pretrained < 0.75 x untrained and < 0.85 x random.
     """
     backbone = pretrained_encoder / "best.pt"
     untrained = _finetune(tmp_path, "untrained", synthetic_data, f"--backbone={backbone}", "loop.epochs=1",
@@ -54,7 +55,7 @@ def test_finetuning_beats_the_untrained_head_and_a_random_backbone(pretrained_en
     after = tuned["validation"]["summary"]["mpve_mm"]
     from_random = random["validation"]["summary"]["mpve_mm"]
     assert after < 0.75 * before, (before, after)
-    assert after < 0.8 * from_random, (after, from_random)
+    assert after < 0.85 * from_random, (after, from_random)
     assert tuned["test"]["summary"]["frames"] > 0 and tuned["synthetic"] is False  # explicit paths were given
     ckpt = read_checkpoint(tmp_path / "tuned" / "best.pt")
     assert ckpt["metadata"]["backbone"]["path"] == str(backbone)
