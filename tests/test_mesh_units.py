@@ -113,3 +113,14 @@ def test_mesh_model_shapes_and_root_relative(body: BodyModel) -> None:
     assert out.rotmats.shape == (2, 7, 24, 3, 3) and out.betas.shape == (2, 10)
     assert out.joints_h36m[..., 0, :].abs().max() < 1e-6  # pelvis at the origin
     assert not any(k.startswith("body.") for k in model.state_dict())  # the body model is not checkpointed
+
+
+def test_pa_mpve_on_a_full_mesh_matches_float64() -> None:
+    """Mesh-sized point sets are aligned in float32 (only the 3x3 solve in float64): same numbers to 1e-6 m."""
+    g = torch.Generator().manual_seed(0)
+    verts = torch.randn(4, 7000, 3, generator=g) * 0.4
+    moved = 1.3 * verts @ _rot_y(0.7).T.float() + torch.tensor([0.2, -0.1, 3.0])
+    noisy = moved + 0.02 * torch.randn(4, 7000, 3, generator=g)
+    assert pa_mpve(moved, verts).max() < 1e-5  # a similarity is still undone (float32 rounding only)
+    torch.testing.assert_close(pa_mpve(noisy, verts).double(), pa_mpve(noisy.double(), verts.double()),
+                               rtol=0, atol=1e-6)
