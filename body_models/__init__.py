@@ -29,6 +29,7 @@ from body_models.loading import (
     MeanParams,
     load_mean_params,
     load_model_data,
+    load_spin_regressor,
     resolve_model_path,
 )
 from body_models.model import BodyModel, BodyModelOutput, load_body_model
@@ -38,5 +39,5 @@ __all__ = [
     "COCO17", "H36M17", "H36M_EVAL_S14", "H36M_TO_LSP14", "HALPE26", "JOINT_SETS", "LSP14", "OPENPOSE18", "SMPL24",
     "BodyModel", "BodyModelData", "BodyModelFileError", "BodyModelOutput", "JointSet", "MeanParams",
     "UnsafePickleError", "convert_joints", "convert_keypoints", "get_joint_set", "load_body_model",
-    "load_mean_params", "load_model_data", "resolve_model_path", "safe_load_pickle",
+    "load_mean_params", "load_model_data", "load_spin_regressor", "resolve_model_path", "safe_load_pickle",
 ]

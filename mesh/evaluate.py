@@ -26,8 +26,7 @@ import torch
 import yaml
 from tqdm import tqdm
 
-from body_models import BodyModelFileError, load_body_model
-from body_models.loading import load_spin_regressor
+from body_models import BodyModelFileError, load_body_model, load_spin_regressor
 from mesh.checkpoint import load_mesh_model
 from mesh.data.mesh_data import MeshDataError, read_mesh_split
 from mesh.evaluation import PROTOCOLS, MeshEvaluation, Protocol, evaluate_mesh, get_protocol
