@@ -1,63 +1,236 @@
-"""Mesh fine-tuning step time and peak memory at batch 32 x 16 frames for the SSR-STF-B backbone on this CPU.
+"""Mesh fine-tuning step on this CPU: time, its split, CPU time, peak memory and the encoder's share of fp32 peak.
 
-Run: ``.venv/bin/python benchmarks/train_step.py [--variant B] [--batch 32] [--frames 16] [--steps 3] [--threads 2]``
+Run: ``.venv/bin/python benchmarks/train_step.py [--variant B] [--depth N] [--head-hidden 1024] [--batch 32]
+[--frames 16] [--steps 3] [--warmup 2] [--threads 2] [--vertices 1024] [--no-compare-full] [--malloc default]
+[--recompute N]``
 
-One step = forward (encoder, head, body model for prediction and ground truth), the default loss, backward, AdamW.
-Peak memory is the process's maximum resident set size (``ru_maxrss``) before and after the steps.
+One step is what ``mesh.finetune`` does per batch: ground truth posed by the body model (one shape per clip), the
+network's forward (encoder, head, body model), the default loss, backward and AdamW. Training poses a fresh random
+subset of ``--vertices`` vertices per step (the joints stay exact; 0 = the full mesh), as
+``LossWeights.train_vertices`` does; ``--compare-full`` (default) runs the same steps on the full mesh too.
+
+Printed per configuration: median step time with min/max over ``--steps`` timed steps after ``--warmup`` steps;
+user/system CPU time and minor page faults of the timed steps (``getrusage``); peak resident memory (``ru_maxrss``,
+a high-water mark: the full-mesh figure is the maximum over both runs); and the time split from a separate
+instrumented step, cut at detach points so that every backward stage is timed on its own (synchronous timers).
+Last, the encoder's training pass in GFLOP/s (FLOPs counted by ``FlopCounterMode``: matmuls, convolutions and
+attention, forward + backward) against this CPU's fp32 peak, measured as a 2048^3 matmul on the same threads.
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import resource
+import statistics
 import time
+from dataclasses import dataclass, replace
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
-from body_models import load_body_model, load_mean_params
-from body_models.rotations import axis_angle_to_rotmat
+from body_models import BodyModel, load_body_model, load_mean_params
+from body_models.rotations import axis_angle_to_rotmat, rot6d_to_rotmat
 from mesh.head import HeadConfig
-from mesh.losses import loss_preset, mesh_loss
+from mesh.losses import LossWeights, loss_preset, mesh_loss, train_vertex_ids
 from mesh.model import MeshRecovery, pose_body
 from motion.encoders import build_encoder, count_parameters
 
 
-def rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+@dataclass
+class Batch:
+    """One synthetic training batch: input ``x (B, T, 17, 3)``, ground truth ``rotmats (B, T, 24, 3, 3)``, ``betas
+    (B, 10)`` (one shape per clip, as the synthetic data and 3DPW have)."""
+
+    x: torch.Tensor
+    rotmats: torch.Tensor
+    betas: torch.Tensor
+
+
+def tune_malloc() -> bool:
+    """Keep freed memory in glibc's heap between steps instead of returning it to the kernel and faulting it in again.
+
+    glibc's defaults serve blocks above a *dynamic* threshold (128 KiB, rising to the largest block freed so far)
+    with their own ``mmap`` and trim the heap top past twice that: while the threshold climbs during the first
+    steps, every multi-MiB activation is a fresh mapping, zero-filled page by page (millions of minor faults, most
+    of the system time). A fixed 32 MiB threshold (glibc's maximum) puts every tensor below it in the heap from the
+    start, and a 2 GiB trim threshold keeps the heap's free memory for the next step. Measured on SSR-STF-B (batch
+    32 x 16): steady-state peak RSS 8.3 GB instead of 10.9 GB, no page faults from the third step on. Returns False
+    where ``mallopt`` is unavailable (not glibc). Call before the first large allocation.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return False
+    m_trim_threshold, m_top_pad, m_mmap_threshold = -1, -2, -3  # glibc's malloc.h
+    return all(libc.mallopt(key, value) == 1 for key, value in
+               ((m_mmap_threshold, 32 << 20), (m_trim_threshold, (1 << 31) - 1), (m_top_pad, 64 << 20)))
+
+
+def peak_rss_gb() -> float:
+    """The process's peak resident set so far, GB (``ru_maxrss`` is in KiB on Linux)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+def train_step(model: MeshRecovery, opt: torch.optim.Optimizer, batch: Batch, weights: LossWeights,
+               gen: torch.Generator) -> float:
+    """One optimisation step as ``MeshTask.loss`` + the training loop run it; returns the loss."""
+    ids = train_vertex_ids(weights, model.body.num_vertices, gen)
+    with torch.no_grad():
+        gt = pose_body(model.body, batch.rotmats, batch.betas, vertex_ids=ids)
+    loss, _ = mesh_loss(model(batch.x, vertex_ids=ids), gt, weights, model.body.faces)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return float(loss.detach())
+
+
+def instrumented_step(model: MeshRecovery, opt: torch.optim.Optimizer, batch: Batch, weights: LossWeights,
+                      gen: torch.Generator) -> dict[str, float]:
+    """The same step, timed stage by stage (seconds). The graph is cut at the encoder's output and the head's
+    output, so that the backward of losses + body model, of the head and of the encoder are timed separately; the
+    gradients are the same as in :func:`train_step`."""
+    times: dict[str, float] = {}
+    clock = time.perf_counter()
+
+    def lap(name: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()  # CPU ops are synchronous: no device sync needed
+        times[name] = now - clock
+        clock = now
+
+    ids = train_vertex_ids(weights, model.body.num_vertices, gen)
+    feat = model.backbone.get_representation(batch.x)
+    lap("encoder forward")
+    feat_cut = feat.detach().requires_grad_()
+    pose6d, betas = model.head(feat_cut)
+    rotmats, betas = rot6d_to_rotmat(pose6d.float()), betas.float()
+    lap("head forward")
+    rot_cut, betas_cut = rotmats.detach().requires_grad_(), betas.detach().requires_grad_()
+    with torch.no_grad():
+        gt = pose_body(model.body, batch.rotmats, batch.betas, vertex_ids=ids)
+    pred = pose_body(model.body, rot_cut, betas_cut, vertex_ids=ids)
+    lap("body model forward (pred + gt)")
+    loss, _ = mesh_loss(pred, gt, weights, model.body.faces)
+    lap("losses forward")
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    lap("backward: losses + body model")
+    torch.autograd.backward([rotmats, betas], [rot_cut.grad, betas_cut.grad])
+    lap("backward: head")
+    feat.backward(feat_cut.grad)
+    lap("backward: encoder")
+    opt.step()
+    lap("optimizer")
+    return times
+
+
+def encoder_train_flops(model: MeshRecovery, x: torch.Tensor) -> int:
+    """FLOPs of the encoder's forward + backward at input ``x`` (matmul, convolution and attention FLOPs)."""
+    counter = FlopCounterMode(display=False)
+    with counter:
+        feat = model.backbone.get_representation(x)
+        feat.backward(torch.ones_like(feat))
+    model.zero_grad(set_to_none=True)
+    return counter.get_total_flops()
+
+
+def matmul_peak_gflops(n: int = 2048, reps: int = 10) -> float:
+    """This CPU's fp32 matmul throughput on the current threads: best of ``reps`` ``n x n @ n x n`` products."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    out = torch.empty(n, n)
+    best = float("inf")
+    for _ in range(reps + 2):
+        start = time.perf_counter()
+        torch.mm(a, b, out=out)
+        best = min(best, time.perf_counter() - start)
+    return 2 * n**3 / best / 1e9
+
+
+def run_steps(model: MeshRecovery, opt: torch.optim.Optimizer, batch: Batch, weights: LossWeights,
+              args: argparse.Namespace, label: str) -> tuple[float, dict[str, float]]:
+    """Warm-up, timed steps and one instrumented step; prints the figures; returns the median step and the split."""
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(args.warmup):  # the first steps grow the allocator's heap (page faults)
+        train_step(model, opt, batch, weights, gen)
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    times = []
+    for _ in range(args.steps):
+        start = time.perf_counter()
+        train_step(model, opt, batch, weights, gen)
+        times.append(time.perf_counter() - start)
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    rss = peak_rss_gb()
+    split = instrumented_step(model, opt, batch, weights, gen)
+    median = statistics.median(times)
+    frames = batch.x.shape[0] * batch.x.shape[1]
+    n = args.steps
+    print(f"{label}:")
+    print(f"  step: median {median:.2f} s (min {min(times):.2f}, max {max(times):.2f}) over {n} steps after "
+          f"{args.warmup} warm-up; {frames / median:.0f} frames/s")
+    print(f"  CPU in the timed steps: user {after.ru_utime - before.ru_utime:.1f} s, system "
+          f"{after.ru_stime - before.ru_stime:.1f} s; minor page faults "
+          f"{(after.ru_minflt - before.ru_minflt) / n:.0f} per step")
+    print(f"  peak resident memory {rss:.2f} GB")
+    total = sum(split.values())
+    print(f"  split (one instrumented step, {total:.2f} s):")
+    for name, value in split.items():
+        print(f"    {name:32s} {value:7.3f} s  {100 * value / total:5.1f} %")
+    mesh = split["body model forward (pred + gt)"] + split["losses forward"] + split["backward: losses + body model"]
+    print(f"    {'= body model + losses':32s} {mesh:7.3f} s  {100 * mesh / total:5.1f} %")
+    return median, split
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--variant", default="B")
+    parser.add_argument("--variant", default="B", help="SSR-STF size: XS, S, B, L")
+    parser.add_argument("--depth", type=int, default=None, help="override the variant's number of blocks")
+    parser.add_argument("--head-hidden", type=int, default=1024, help="SMPL head hidden width")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--frames", type=int, default=16)
-    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=3, help="timed steps (after the warm-up)")
+    parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--vertices", type=int, default=1024, help="vertices posed per step (0 = full mesh)")
+    parser.add_argument("--compare-full", action=argparse.BooleanOptionalAction, default=True,
+                        help="also time the same steps on the full mesh (default: on)")
+    parser.add_argument("--malloc", choices=["tuned", "default"], default="tuned",
+                        help="glibc malloc settings (see tune_malloc; default: tuned)")
+    parser.add_argument("--recompute", type=int, default=0,
+                        help="encoder blocks recomputed in backward instead of stored (memory for time)")
     args = parser.parse_args()
+    malloc = "tuned" if args.malloc == "tuned" and tune_malloc() else "glibc defaults"
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    body = load_body_model()
-    model = MeshRecovery(build_encoder("ssrstf", {"variant": args.variant}), body, load_mean_params(), HeadConfig())
+    body: BodyModel = load_body_model()
+    encoder_cfg = {"variant": args.variant} | ({"depth": args.depth} if args.depth else {})
+    model = MeshRecovery(build_encoder("ssrstf", encoder_cfg), body, load_mean_params(),
+                         HeadConfig(hidden_dim=args.head_hidden))
+    model.backbone.recompute_blocks = args.recompute
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    weights = loss_preset("default")
     b, t = args.batch, args.frames
-    x = torch.randn(b, t, 17, 3)
-    with torch.no_grad():
-        gt = pose_body(body, axis_angle_to_rotmat(torch.randn(b, t, 24, 3) * 0.2), torch.randn(b, t, 10))
-    before = rss_mb()
-    times = []
-    for _ in range(args.steps + 1):  # the first step warms up allocators
-        start = time.perf_counter()
-        loss, _ = mesh_loss(model(x), gt, weights, body.faces)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        times.append(time.perf_counter() - start)
-    step = sorted(times[1:])[len(times[1:]) // 2]
-    print(f"SSR-STF-{args.variant} mesh model ({count_parameters(model) / 1e6:.1f}M parameters, body model "
-          f"{body.num_vertices} vertices), batch {b} x {t} frames, {args.threads} threads:")
-    print(f"  step time {step:.2f} s (median of {args.steps}), {b * t / step:.0f} frames/s")
-    print(f"  peak resident memory {rss_mb():.0f} MB (before the steps: {before:.0f} MB)")
+    batch = Batch(torch.randn(b, t, 17, 3), axis_angle_to_rotmat(torch.randn(b, t, 24, 3) * 0.2), torch.randn(b, 10))
+    weights = replace(loss_preset("default"), train_vertices=args.vertices)
+    cfg = model.backbone.config
+    print(f"SSR-STF-{cfg.variant} (depth {cfg.depth}, width {cfg.dim}) + head {args.head_hidden}: "
+          f"{count_parameters(model) / 1e6:.2f}M parameters; body model {body.num_vertices} vertices; batch {b} x {t} "
+          f"frames; {args.threads} threads; malloc: {malloc}; {args.recompute} encoder blocks recomputed in backward; "
+          f"resident before the steps {peak_rss_gb():.2f} GB")
+    ids = train_vertex_ids(weights, body.num_vertices)
+    extra = f" + {len(body.h36m_support)} (H36M regressor support, pose blend shapes)" if body.has_posedirs else ""
+    label = "full mesh" if ids is None else f"vertex subset: {len(ids)}{extra} vertices posed"
+    step, split = run_steps(model, opt, batch, weights, args, label)
+    flops = encoder_train_flops(model, batch.x)
+    if args.compare_full and ids is not None:
+        full, _ = run_steps(model, opt, batch, replace(weights, train_vertices=0), args,
+                            f"full mesh ({body.num_vertices} vertices), same steps")
+        print(f"step time, subset / full mesh: {step / full:.2f} ({full - step:+.2f} s per step)")
+    enc_time = split["encoder forward"] + split["backward: encoder"]
+    peak = matmul_peak_gflops()
+    achieved = flops / enc_time / 1e9
+    print(f"encoder training pass: {flops / 1e9:.0f} GFLOP (forward + backward) in {enc_time:.2f} s = "
+          f"{achieved:.0f} GFLOP/s; fp32 peak (2048^3 matmul, {args.threads} threads) {peak:.0f} GFLOP/s: "
+          f"{100 * achieved / peak:.0f} % of peak")
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ from mesh.checkpoint import load_mesh_model
 from mesh.data.mesh_data import MeshDataError, read_mesh_split
 from mesh.evaluation import PROTOCOLS, MeshEvaluation, Protocol, evaluate_mesh, get_protocol
 from motion.checkpoint import CheckpointError
+from motion.data.transforms import normalisation_of
 from motion.training import resolve_device
 
 
@@ -106,7 +107,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", default=None, help="mesh data file (default: the synthetic data)")
     parser.add_argument("--split", default="test")
     parser.add_argument("--res", type=int, nargs=2, default=None, metavar=("W", "H"),
-                        help="2D normalisation (default: the file's meta, else H36M camera sizes); 3DPW: 1920 1920")
+                        help="image size of the 2D normalisation, for models trained with the image map only "
+                        "(default: the file's meta, else H36M camera sizes; 3DPW: 1920 1920); track-box models "
+                        "need none")
     parser.add_argument("--protocol", default="motionbert", choices=sorted(PROTOCOLS))
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="protocol switches, e.g. root=midhip")
     parser.add_argument("--smpl", default=None, help="SMPL folder (neutral; male/female for gendered ground truth)")
@@ -146,7 +149,11 @@ def main(argv: list[str] | None = None) -> int:
             from motion.synthetic import ensure_synthetic_data
 
             data = str(ensure_synthetic_data(Path("data/synthetic"))["mesh"])
-        split = read_mesh_split(data, args.split, args.res, require_gt=True)
+        norm = normalisation_of(ckpt["metadata"])
+        if norm == "track_box" and args.res is not None:
+            raise ValueError(f"{args.checkpoint}: the model uses the resolution-free track-box normalisation; "
+                             "--res applies only to image-normalised models")
+        split = read_mesh_split(data, args.split, args.res, require_gt=True, norm=norm)
     except (BodyModelFileError, CheckpointError, MeshDataError, ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -42,7 +42,7 @@ from mesh.losses import LossWeights, loss_preset, mesh_loss
 from mesh.model import MeshRecovery, pose_body
 from motion.checkpoint import CheckpointError, load_backbone
 from motion.config import ConfigError, load_config, to_dict
-from motion.data.transforms import flip_h36m
+from motion.data.transforms import flip_h36m, normalisation_of, normalisation_record
 from motion.encoders import build_encoder, count_parameters
 from motion.training import (
     AmpMode,
@@ -79,6 +79,9 @@ class MeshDataSection:
     clip_len: int = 16
     stride: int = 8
     flip: bool = True
+    # 2D normalisation: 'auto' = the backbone's (recorded in its file; files without a record used 'image'), or
+    # 'track_box' without a backbone; 'track_box' (resolution-free) or 'image' (fixed size per dataset: res / meta).
+    norm: Literal["auto", "track_box", "image"] = "auto"
 
 
 @dataclass
@@ -139,17 +142,23 @@ class MeshTask(Task):
         self.synthetic = any(f.path is None for f in [*cfg.data.train, cfg.data.validation])
         self.body = load_body_model(cfg.model.smpl, device=env.device)
         self.mean = load_mean_params(_mean_params_path(cfg.model, self.body.source))
-        self.train_sets = [MeshClips(self._read(f), cfg.data.clip_len, cfg.data.stride) for f in cfg.data.train]
-        self.val_split = self._read(cfg.data.validation)
-        self.test_split = self._read(cfg.data.test) if cfg.data.test is not None else None
         torch.manual_seed(cfg.seed)  # identical head initialisation on every rank
         if cfg.backbone is not None:
             encoder, info = load_backbone(cfg.backbone)
             self.arch, self.backbone_info = info.arch, {"path": cfg.backbone, "arch": info.arch,
                                                         "metadata": info.metadata}
+            backbone_norm = normalisation_of(info.metadata)
         else:
             encoder = build_encoder(cfg.model.arch, cfg.model.encoder)
             self.arch, self.backbone_info = cfg.model.arch, {"path": None, "arch": cfg.model.arch}
+            backbone_norm = "track_box"
+        self.norm = backbone_norm if cfg.data.norm == "auto" else cfg.data.norm
+        if self.norm != backbone_norm and env.main:
+            print(f"warning: data.norm={self.norm} differs from the backbone's {backbone_norm!r} normalisation: the "
+                  "encoder will see inputs in another frame than it was pretrained on", file=sys.stderr)
+        self.train_sets = [MeshClips(self._read(f), cfg.data.clip_len, cfg.data.stride) for f in cfg.data.train]
+        self.val_split = self._read(cfg.data.validation)
+        self.test_split = self._read(cfg.data.test) if cfg.data.test is not None else None
         self.model = MeshRecovery(encoder, self.body, self.mean, cfg.head).to(env.device)
         try:
             self.weights: LossWeights = loss_preset(cfg.loss_preset, **cfg.loss)
@@ -181,7 +190,7 @@ class MeshTask(Task):
             from motion.synthetic import ensure_synthetic_data
 
             path = str(ensure_synthetic_data(Path(self.cfg.data.synthetic_dir))["mesh"])
-        split = read_mesh_split(path, f.split, f.res)
+        split = read_mesh_split(path, f.split, f.res, norm=self.norm)
         if f.holdout_every is None:
             return split
         tracks = list(dict.fromkeys(split.source.tolist()))
@@ -223,9 +232,15 @@ class MeshTask(Task):
         # Ground truth from the same body model, batched on the device. A clip whose shape is constant (3DPW, the
         # synthetic data) is blended once and skinned as one block: ~3x faster than per-frame betas.
         betas = shape[:, 0] if bool((shape == shape[:, :1]).all()) else shape
+        from mesh.losses import train_vertex_ids  # (lead: hoist to the module imports)
+
+        # A fresh vertex subset per step from the step's generator (exact resume), the same for pred and gt; the
+        # joints stay exact. None = full mesh (train_vertices 0, or edge/normal terms on).
+        ids = train_vertex_ids(self.weights, self.body.num_vertices, gen)
+        ids = None if ids is None else ids.to(dev)
         with torch.no_grad():
-            gt = pose_body(self.body, pose_to_rotmats(pose.to(dev)), betas.to(dev))
-        pred = net(x.to(dev))
+            gt = pose_body(self.body, pose_to_rotmats(pose.to(dev)), betas.to(dev), vertex_ids=ids)
+        pred = net(x.to(dev), vertex_ids=ids)
         return mesh_loss(pred, gt, self.weights, self.body.faces)
 
     def evaluate(self, split: MeshSplit) -> dict[str, Any]:
@@ -239,6 +254,7 @@ class MeshTask(Task):
 
     def metadata(self) -> dict[str, Any]:
         return {"task": "mesh fine-tuning", "backbone": self.backbone_info, "synthetic": self.synthetic,
+                "normalisation": normalisation_record(self.norm),
                 "mean_params": self.mean.source, "protocol": self.protocol.name, "run_config": to_dict(self.cfg)}
 
     def save(self, path: Path, metadata: dict[str, Any], train_state: dict[str, Any] | None) -> None:

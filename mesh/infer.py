@@ -1,7 +1,8 @@
 """In-the-wild inference: a 2D detector file -> per-person SMPL parameters, meshes, an animated glTF and a video.
 
     python -m mesh.infer --keypoints FILE --checkpoint CKPT --out DIR [--format auto|coco|halpe|h36m]
-        [--image-size W H] [--fps 30] [--norm image|fixed1920] [--shape track|window] [--smooth none|one-euro]
+        [--image-size W H] [--fps 30] [--norm auto|track_box|image|fixed1920] [--shape track|window]
+        [--smooth none|one-euro]
         [--meshes none|obj|ply] [--no-render] [--device auto]
 
 What it fixes relative to MotionBERT's ``infer_wild_mesh.py`` (mesh_protocol.md §10.1, §11):
@@ -24,16 +25,13 @@ What it fixes relative to MotionBERT's ``infer_wild_mesh.py`` (mesh_protocol.md 
   joints and vertices stay consistent;
 - CPU first (``--device auto`` = CUDA when available), parameters exported, a fast renderer.
 
-**2D normalisation** (``--norm``): training (synthetic data, 3DPW) normalises keypoints with a *fixed* resolution
-(``meta['normalisation_res']`` = 1920 x 1920: ``u = x / 1920 * 2 - 1``, ``v = y / 1920 * 2 - 1``). In the wild the
-video's own size (w, h) is used by default (``--norm image``: ``u = x / w * 2 - 1``, ``v = y / w * 2 - h / w``),
-which makes the input independent of the video resolution (a person filling half a 720p frame looks like one
-filling half a 1080p frame). This is a train/inference mismatch (mesh_protocol.md §11.2 #13): for a 1920-wide
-video the scale equals training's, but v is centred on the image centre instead of starting at -1 (a constant
-offset of ``1 - h / w``, 0.44 for 16:9), and portrait training videos (1080 x 1920 at fixed 1920) saw people at a
-smaller scale than ``--norm image`` gives them. ``--norm fixed1920`` reproduces the training map exactly, which is
-right for 1920-pixel footage (3DPW-like) but shrinks people in lower-resolution videos. A per-track crop
-normalisation used in both training and inference would remove the mismatch; it is not implemented.
+**2D normalisation** (``--norm``, default ``auto`` = what the checkpoint records): models trained by this project
+from generator version 2 on use the resolution-free ``track_box`` map (a box around the person over the track; see
+:mod:`motion.data.transforms`): the same function normalises training data and your file, so no image size is
+needed. Checkpoints without a record (earlier ones, MotionBERT's) were trained with an image-size map: ``image`` (the
+video's size (w, h): ``u = x / w * 2 - 1``, ``v = y / w * 2 - h / w``; needs ``--image-size`` or a size in the file)
+or ``fixed1920`` (the fixed 1920 x 1920 map of 3DPW-style training). Forcing a track-box model onto an image map, or
+the reverse, is an error.
 
 **Outputs** (per track, in ``OUT/person_<id>/``): ``result.npz`` (:mod:`mesh.export` result keys: SMPL
 ``global_orient``/``body_pose``/``betas``/``transl``, ``joints``, ``joints_h36m``, ``frame_index``, ``fps``, ``faces``,
@@ -66,9 +64,9 @@ import torch
 from mesh.inference import TrackPrediction, predict_track
 from mesh.keypoints_io import FORMATS, KeypointsError, Track, read_keypoints
 from mesh.model import pose_body
-from motion.data.transforms import normalize_2d
+from motion.data.transforms import normalisation_of, normalize_2d, normalize_box, track_box
 
-NORMS = ("image", "fixed1920")
+NORMS = ("auto", "track_box", "image", "fixed1920")
 FIXED_RES = 1920.0
 DEFAULT_CLIP_LEN = 16
 
@@ -169,18 +167,40 @@ def fill_track(track: Track, min_conf: float = 0.0, name: str = "track") -> Fill
                        joint_missing=~valid)
 
 
-def normalise_keypoints(keypoints: np.ndarray, image_size: tuple[float, float] | None, norm: str) -> np.ndarray:
-    """(N, 17, 3) pixels + confidence -> network input (u, v, confidence); see the module docstring for ``norm``."""
-    if norm == "image":
-        if image_size is None:
-            raise InferError("--norm image needs the image size: give --image-size W H")
-        w, h = image_size
-    elif norm == "fixed1920":
-        w = h = FIXED_RES
+def normalise_keypoints(keypoints: np.ndarray, image_size: tuple[float, float] | None, norm: str,
+                        fps: float = 30.0) -> np.ndarray:
+    """(N, 17, 3) pixels + confidence of one track -> network input (u, v, confidence); see the module docstring
+    for ``norm`` (``track_box``, ``image`` or ``fixed1920``)."""
+    xy = keypoints[..., :2].astype(np.float64)
+    if norm == "track_box":
+        centre, scale = track_box(xy, keypoints[..., 2], fps)
+        uv = normalize_box(xy, centre, scale)
     else:
-        raise InferError(f"--norm must be one of {', '.join(NORMS)}, got {norm!r}")
-    uv = normalize_2d(keypoints[..., :2].astype(np.float64), w, h)
+        if norm == "image":
+            if image_size is None:
+                raise InferError("--norm image needs the image size: give --image-size W H")
+            w, h = image_size
+        elif norm == "fixed1920":
+            w = h = FIXED_RES
+        else:
+            raise InferError(f"--norm must be one of {', '.join(NORMS[1:])}, got {norm!r}")
+        uv = normalize_2d(xy, w, h)
     return np.concatenate([uv, keypoints[..., 2:3]], axis=-1).astype(np.float32)
+
+
+def resolve_norm(requested: str, ckpt_metadata: dict[str, Any], checkpoint: str | Path) -> str:
+    """The normalisation to run ``checkpoint`` with: ``auto`` = the one it was trained with (``track_box`` when its
+    metadata records it, else the image map of earlier and MotionBERT checkpoints); a forced mismatch is an error."""
+    try:
+        trained = normalisation_of(ckpt_metadata)
+    except ValueError as err:
+        raise InferError(f"{checkpoint}: {err}") from None
+    if requested == "auto":
+        return trained
+    if (requested == "track_box") != (trained == "track_box"):
+        raise InferError(f"{checkpoint}: trained with the {trained!r} 2D normalisation, but --norm {requested} was "
+                         f"given (use --norm auto)")
+    return requested
 
 
 # ------------------------------------------------------------------------------------------------ prediction
@@ -300,7 +320,7 @@ class InferOptions:
     persons: tuple[int, ...] | None = None  # only these track ids
     min_frames: int = 1
     fps: float | None = None  # None: the file's, else 30
-    norm: str = "image"
+    norm: str = "auto"  # auto: the checkpoint's
     shape: str = "track"
     smooth: str = "none"
     smooth_min_cutoff: float = 1.0
@@ -343,8 +363,20 @@ def run_inference(keypoints: str | Path, checkpoint: str | Path, out: str | Path
         torch.set_num_threads(opt.threads)
 
     t0 = time.perf_counter()
-    tracks = read_keypoints(keypoints, opt.format, opt.image_size, opt.largest,
-                            require_image_size=opt.norm == "image")
+    from mesh.checkpoint import load_mesh_model
+
+    model, ckpt = load_mesh_model(checkpoint, map_location=device)
+    norm = resolve_norm(opt.norm, ckpt.get("metadata", {}), checkpoint)
+    body = model.body
+    clip_len = opt.clip_len or checkpoint_clip_len(ckpt)
+    if clip_len is None:
+        clip_len = DEFAULT_CLIP_LEN
+        log(f"note: {checkpoint} states no training clip length; using {clip_len}")
+    stride = opt.stride or max(1, clip_len // 2)
+    timings["load"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    tracks = read_keypoints(keypoints, opt.format, opt.image_size, opt.largest, require_image_size=norm == "image")
     if opt.persons is not None:
         missing = sorted(set(opt.persons) - set(tracks))
         if missing:
@@ -357,7 +389,7 @@ def run_inference(keypoints: str | Path, checkpoint: str | Path, out: str | Path
     if not tracks:
         raise InferError(f"{keypoints}: every track is shorter than --min-frames {opt.min_frames}")
     filled = {k: fill_track(v, opt.min_conf, f"{keypoints}: track {k}") for k, v in tracks.items()}
-    inputs = {k: normalise_keypoints(f.keypoints, first.image_size, opt.norm) for k, f in filled.items()}
+    inputs = {k: normalise_keypoints(f.keypoints, first.image_size, norm, fps) for k, f in filled.items()}
     timings["read"] = time.perf_counter() - t0
 
     if opt.render:
@@ -366,18 +398,6 @@ def run_inference(keypoints: str | Path, checkpoint: str | Path, out: str | Path
         ok, why = gl_available()
         if not ok:  # before the expensive part: say so now
             raise InferError(f"no headless OpenGL for the video ({why}); {INSTALL_HINT}, or pass --no-render")
-
-    t0 = time.perf_counter()
-    from mesh.checkpoint import load_mesh_model
-
-    model, ckpt = load_mesh_model(checkpoint, map_location=device)
-    body = model.body
-    clip_len = opt.clip_len or checkpoint_clip_len(ckpt)
-    if clip_len is None:
-        clip_len = DEFAULT_CLIP_LEN
-        log(f"note: {checkpoint} states no training clip length; using {clip_len}")
-    stride = opt.stride or max(1, clip_len // 2)
-    timings["load"] = time.perf_counter() - t0
 
     out.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
@@ -404,7 +424,7 @@ def run_inference(keypoints: str | Path, checkpoint: str | Path, out: str | Path
             folder.mkdir()
             files = [write_result_npz(folder / "result.npz", result, {
                 "interpolated": f.interpolated, "joint_missing": f.joint_missing,
-                "track_id": np.asarray(tid, dtype=np.int64), "normalisation": np.asarray(opt.norm)},
+                "track_id": np.asarray(tid, dtype=np.int64), "normalisation": np.asarray(norm)},
                 opt.save_vertices)]
             write_glb(folder / "mesh.glb", result, body)
             files.append(folder / "mesh.glb")
@@ -430,7 +450,7 @@ def run_inference(keypoints: str | Path, checkpoint: str | Path, out: str | Path
         summary = {
             "keypoints": str(keypoints), "checkpoint": str(checkpoint), "format": first.source_format,
             "image_size": None if first.image_size is None else list(first.image_size), "fps": fps,
-            "normalisation": opt.norm, "clip_len": clip_len, "stride": stride, "flip_test": opt.flip_test,
+            "normalisation": norm, "clip_len": clip_len, "stride": stride, "flip_test": opt.flip_test,
             "shape": opt.shape, "smooth": opt.smooth, "device": str(device),
             "options": {k: v for k, v in asdict(opt).items() if k != "timings"},
             "skipped_tracks": {str(k): f"{n} frames < --min-frames {opt.min_frames}" for k, n in skipped.items()},
@@ -467,14 +487,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--checkpoint", required=True, help="mesh-model checkpoint (mesh.finetune)")
     ap.add_argument("--out", required=True, help="output folder")
     ap.add_argument("--format", default="auto", choices=FORMATS, help="joint order of the file")
-    ap.add_argument("--image-size", type=float, nargs=2, metavar=("W", "H"), help="video size in pixels")
+    ap.add_argument("--image-size", type=float, nargs=2, metavar=("W", "H"),
+                    help="video size in pixels (needed only by image-normalised checkpoints; else for drawing)")
     ap.add_argument("--largest", action="store_true",
                     help="without track ids: keep the largest person per frame instead of failing")
     ap.add_argument("--person", type=int, nargs="+", help="only these track ids")
     ap.add_argument("--min-frames", type=int, default=1, help="skip tracks with fewer detections")
     ap.add_argument("--fps", type=float, default=None, help="video frame rate (default: the file's, else 30)")
-    ap.add_argument("--norm", default="image", choices=NORMS,
-                    help="2D normalisation: the video's size, or training's fixed 1920 (see the module docstring)")
+    ap.add_argument("--norm", default="auto", choices=NORMS,
+                    help="2D normalisation: auto = the one the checkpoint was trained with (track_box needs no image "
+                    "size; image = the video's size; fixed1920 = the earlier training map; see the module docstring)")
     ap.add_argument("--shape", default="track", choices=("track", "window"), help="betas pooled over the track")
     ap.add_argument("--smooth", default="none", choices=("none", "one-euro"), help="temporal smoothing of rotations")
     ap.add_argument("--smooth-min-cutoff", type=float, default=1.0, help="One-Euro cutoff at rest (Hz)")

@@ -60,7 +60,8 @@ CLI (demo input from the synthetic data)::
     python -m mesh.keypoints_io --from-synthetic data/synthetic/mesh_synthetic.pkl --split test \
         --sequence synth_test_0000 --out kp.json
 
-writes one synthetic track as an MMPose-style COCO-17 JSON (see :func:`synthetic_to_coco_json`).
+writes one synthetic track as its simulated detector would have: MMPose-style COCO-17 or AlphaPose-style Halpe-26
+JSON (see :func:`synthetic_to_json`).
 """
 
 from __future__ import annotations
@@ -257,7 +258,16 @@ def _person(p: Any, where: str) -> tuple[np.ndarray, int | None, bool]:
     track = None
     for key in _TRACK_KEYS:
         if key in p and p[key] is not None:
-            track = _number(p[key])
+            value = p[key]
+            if key == "idx" and isinstance(value, list):
+                # AlphaPose without --pose_track writes idx as a nested list ([[0.0], [0.0]]): not a track id
+                # unless every entry is the same number.
+                flat = np.asarray(value, dtype=object).reshape(-1).tolist() if _ndim(value) >= 1 else []
+                numbers = {_number(v) for v in flat}
+                if len(numbers) != 1 or None in numbers:
+                    continue
+                value = numbers.pop()
+            track = _number(value)
             if track is None:
                 raise KeypointsError(f"{where}: track id '{key}' = {p[key]!r} is not an integer")
             break
@@ -592,15 +602,19 @@ def _atomic_text(path: Path, text: str) -> None:
         raise
 
 
-def synthetic_to_coco_json(data: str | Path, out: str | Path, split: str = "test", sequence: str | None = None,
-                           track_id: int | None = 0) -> Path:
-    """Write one track of a synthetic (``mesh_det_*.pkl``-schema) file as an MMPose-style COCO-17 JSON.
+def synthetic_to_json(data: str | Path, out: str | Path, split: str = "test", sequence: str | None = None,
+                      track_id: int | None = 0) -> Path:
+    """Write one track of a synthetic (``mesh_det_*.pkl``-schema) file as a detector would have written it.
 
-    Layout (as MMPose ``demo/topdown_demo_with_mmdet.py --save-predictions``, plus ``image_size`` and ``fps``):
-    ``{"meta_info": {"dataset_name": "coco", "num_keypoints": 17}, "image_size": [w, h], "fps": 30,
-    "instance_info": [{"frame_id": i, "instances": [{"keypoints": [[x, y] * 17], "keypoint_scores": [17],
-    "bbox": [[x1, y1, x2, y2]], "bbox_score": 1.0, "track_id": 0}]}]}``. Keypoints are the file's detected 2D
-    (``joint_2d``, ``confidence``) converted with :func:`h36m_to_coco`. ``track_id`` None leaves ids out.
+    Files from generator version 2 on carry the simulated detector's own keypoints (``detector_keypoints``,
+    ``detector_format``): a COCO-17 track is written in MMPose's layout (``demo/topdown_demo_with_mmdet.py
+    --save-predictions``, plus ``image_size`` and ``fps``): ``{"meta_info": {"dataset_name": "coco",
+    "num_keypoints": 17}, "image_size": [w, h], "fps": 30, "instance_info": [{"frame_id": i, "instances":
+    [{"keypoints": [[x, y] * 17], "keypoint_scores": [17], "bbox": [[x1, y1, x2, y2]], "bbox_score": 1.0,
+    "track_id": 0}]}]}``; a Halpe-26 track in AlphaPose's ``alphapose-results.json`` layout: ``[{"image_id":
+    "0.jpg", "category_id": 1, "keypoints": [x, y, s] * 26, "score", "box": [x, y, w, h], "idx": 0}]`` (no image
+    size: AlphaPose writes none). Older files (H36M-17 only) are converted with :func:`h36m_to_coco` (approximate
+    eyes and ears). ``track_id`` None leaves ids out.
     """
     from body_models import safe_load_pickle
 
@@ -617,17 +631,36 @@ def synthetic_to_coco_json(data: str | Path, out: str | Path, split: str = "test
     if sequence not in names:
         raise KeypointsError(f"{data} [{split}]: no sequence {sequence!r} (first: {', '.join(names[:5])})")
     sel = source == sequence
-    j2d = np.asarray(sp["joint_2d"], dtype=np.float64)[sel]
-    conf = (np.asarray(sp["confidence"], dtype=np.float64)[sel].reshape(len(j2d), 17, 1) if "confidence" in sp
-            else np.ones((len(j2d), 17, 1)))
-    coco = h36m_to_coco(np.concatenate([j2d, conf], axis=-1))
     meta = raw.get("meta") or {}
     if "img_hw" in sp:
         h, w = (int(v) for v in np.asarray(sp["img_hw"])[sel][0])
     else:
         w, h = (int(v) for v in meta.get("normalisation_res", (1920, 1920)))
+    fmt = str(np.asarray(sp["detector_format"])[sel][0]) if "detector_format" in sp else "h36m17"
+    if fmt == "h36m17":
+        j2d = np.asarray(sp["joint_2d"], dtype=np.float64)[sel]
+        conf = (np.asarray(sp["confidence"], dtype=np.float64)[sel].reshape(len(j2d), 17, 1) if "confidence" in sp
+                else np.ones((len(j2d), 17, 1)))
+        kps = h36m_to_coco(np.concatenate([j2d, conf], axis=-1))
+        note = "H36M-17 converted to COCO-17 approximately (eyes/ears from the head joint)"
+    else:
+        kps = np.asarray(sp["detector_keypoints"], dtype=np.float64)[sel][:, :{"coco17": 17, "halpe26": 26}[fmt]]
+        note = f"the simulated detector's {fmt} keypoints"
+    if fmt == "halpe26":
+        records = []
+        for i, k in enumerate(kps):
+            lo, hi = k[:, :2].min(axis=0), k[:, :2].max(axis=0)
+            rec: dict[str, Any] = {"image_id": f"{i}.jpg", "category_id": 1,
+                                   "keypoints": np.round(k, 4).reshape(-1).tolist(),
+                                   "score": float(np.round(k[:, 2].mean(), 4)),
+                                   "box": np.round(np.concatenate([lo, hi - lo]), 2).tolist()}
+            if track_id is not None:
+                rec["idx"] = int(track_id)
+            records.append(rec)
+        _atomic_text(Path(out), json.dumps(records))
+        return Path(out)
     frames = []
-    for i, k in enumerate(coco):
+    for i, k in enumerate(kps):
         lo, hi = k[:, :2].min(axis=0), k[:, :2].max(axis=0)
         inst: dict[str, Any] = {"keypoints": np.round(k[:, :2], 3).tolist(),
                                 "keypoint_scores": np.round(k[:, 2], 4).tolist(),
@@ -636,8 +669,7 @@ def synthetic_to_coco_json(data: str | Path, out: str | Path, split: str = "test
             inst["track_id"] = int(track_id)
         frames.append({"frame_id": i, "instances": [inst]})
     doc = {"meta_info": {"dataset_name": "coco", "num_keypoints": 17,
-                         "note": f"synthetic track {sequence} ({data.name} [{split}]), H36M-17 converted to COCO-17 "
-                                 "approximately (eyes/ears from the head joint)"},
+                         "note": f"synthetic track {sequence} ({data.name} [{split}]): {note}"},
            "image_size": [w, h], "fps": float(meta.get("fps", 30.0)), "instance_info": frames}
     out = Path(out)
     _atomic_text(out, json.dumps(doc))
@@ -660,7 +692,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.from_synthetic:
             if not args.out:
                 ap.error("--from-synthetic needs --out FILE.json")
-            path = synthetic_to_coco_json(args.from_synthetic, args.out, args.split, args.sequence,
+            path = synthetic_to_json(args.from_synthetic, args.out, args.split, args.sequence,
                                           None if args.no_track_id else 0)
             print(f"wrote {path}")
         elif args.inspect:

@@ -19,7 +19,9 @@ class MeshOutput:
     Attributes:
         rotmats: (B, T, 24, 3, 3) SMPL joint rotations (joint 0 = global orientation, camera frame).
         betas: (B, 10), one shape per clip (ground truth may carry (B, T, 10)).
-        vertices: (B, T, V, 3); joints_h36m: (B, T, 17, 3); joints_smpl: (B, T, 24, 3).
+        vertices: (B, T, V, 3), or (B, T, K, 3) on the subset path (``vertex_ids``);
+        joints_h36m: (B, T, 17, 3); joints_smpl: (B, T, 24, 3) (exact on both paths).
+        vertex_ids: None for the full mesh, else the (K,) int64 indices of the rows of ``vertices``.
     """
 
     rotmats: torch.Tensor
@@ -27,19 +29,24 @@ class MeshOutput:
     vertices: torch.Tensor
     joints_h36m: torch.Tensor
     joints_smpl: torch.Tensor
+    vertex_ids: torch.Tensor | None = None
 
 
-def pose_body(body: BodyModel, rotmats: torch.Tensor, betas: torch.Tensor) -> MeshOutput:
+def pose_body(body: BodyModel, rotmats: torch.Tensor, betas: torch.Tensor,
+              vertex_ids: torch.Tensor | None = None) -> MeshOutput:
     """Run the body model and centre everything on the regressed H36M pelvis.
 
     ``rotmats (B, T, 24, 3, 3)``; ``betas (B, 10)`` shared by a clip's frames (blended once per clip) or
-    ``(B, T, 10)`` per frame (ground truth).
+    ``(B, T, 10)`` per frame (ground truth). ``vertex_ids (K,)``: skin only these vertices (training losses; see
+    :meth:`BodyModel.forward`), so ``vertices`` is (B, T, K, 3); the joints stay exact. None = the full mesh.
     """
     with torch.autocast(rotmats.device.type, enabled=False):  # skinning in float32 even under AMP
-        out = body(rotmats.float(), betas.float()[:, None, :] if betas.dim() == 2 else betas.float())
+        out = body(rotmats.float(), betas.float()[:, None, :] if betas.dim() == 2 else betas.float(),
+                   vertex_ids=vertex_ids)
     root = out.joints_h36m[..., :1, :]
     return MeshOutput(rotmats=rotmats, betas=betas, vertices=out.vertices - root,
-                      joints_h36m=out.joints_h36m - root, joints_smpl=out.joints - root)
+                      joints_h36m=out.joints_h36m - root, joints_smpl=out.joints - root,
+                      vertex_ids=None if vertex_ids is None else vertex_ids.to(out.vertices.device, torch.long))
 
 
 class MeshRecovery(nn.Module):
@@ -66,6 +73,9 @@ class MeshRecovery(nn.Module):
         pose6d, betas = self.head(feat)
         return rot6d_to_rotmat(pose6d.float()), betas.float()
 
-    def forward(self, x: torch.Tensor) -> MeshOutput:
-        """``x (B, T, 17, 3)`` normalised (u, v, confidence) -> :class:`MeshOutput`."""
-        return pose_body(self.body, *self.predict_smpl(x))
+    def forward(self, x: torch.Tensor, vertex_ids: torch.Tensor | None = None) -> MeshOutput:
+        """``x (B, T, 17, 3)`` normalised (u, v, confidence) -> :class:`MeshOutput`.
+
+        ``vertex_ids (K,)``: pose only these vertices (training; see :func:`pose_body`); None = the full mesh.
+        """
+        return pose_body(self.body, *self.predict_smpl(x), vertex_ids=vertex_ids)

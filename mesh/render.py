@@ -904,13 +904,14 @@ def render_from_checkpoint(checkpoint: str | Path, data: str | Path, out_dir: st
     from mesh.export import result_from_prediction, save_result
     from mesh.inference import predict_track
     from mesh.model import pose_body
+    from motion.data.transforms import normalisation_of
 
     for p, what in ((checkpoint, "checkpoint"), (data, "data file")):
         if not Path(p).is_file():
             raise RenderError(f"{p}: no such {what}")
     body = load_body_model()
-    model, _ = load_mesh_model(checkpoint, body)
-    ms = read_mesh_split(data, split)
+    model, ckpt = load_mesh_model(checkpoint, body)
+    ms = read_mesh_split(data, split, norm=normalisation_of(ckpt["metadata"]))
     names = list(dict.fromkeys(ms.source.tolist()))
     if sequence is not None:
         if sequence not in names:

@@ -22,7 +22,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -32,7 +32,7 @@ from torch.utils.data import DataLoader, Subset
 from motion.checkpoint import CheckpointError, load_backbone, save_backbone
 from motion.config import ConfigError, load_config, to_dict
 from motion.data.lifting import LiftingClips, LiftingDataError, LiftingSplit, read_lifting_split
-from motion.data.transforms import flip_h36m
+from motion.data.transforms import flip_h36m, normalisation_record
 from motion.encoders import build_encoder, count_parameters
 from motion.lifting_eval import evaluate_lifting
 from motion.metrics import mpjpe, n_mpjpe, velocity_error
@@ -66,6 +66,9 @@ class DataSection:
     test_flip: bool = True
     val_every: int = 10  # every val_every-th training track is held out for validation (model selection)
     exclude_test_sources: list[str] = field(default_factory=list)  # H36M: the 3 videos MotionBERT skips
+    # 2D normalisation (recorded in the checkpoint): 'track_box' (a per-track box, resolution-free) or 'image'
+    # (MotionBERT's per-camera image size).
+    norm: Literal["track_box", "image"] = "track_box"
 
 
 @dataclass
@@ -131,9 +134,9 @@ class LiftingTask(Task):
     def __init__(self, cfg: PretrainConfig, env: DistEnv) -> None:
         self.cfg, self.env = cfg, env
         self.data_path = resolve_data_path(cfg.data)
-        train_all = read_lifting_split(self.data_path, "train")
+        train_all = read_lifting_split(self.data_path, "train", norm=cfg.data.norm)
         self.train_split, self.val_split = split_validation(train_all, cfg.data.val_every)
-        self.test_split = read_lifting_split(self.data_path, "test",
+        self.test_split = read_lifting_split(self.data_path, "test", norm=cfg.data.norm,
                                              exclude_sources=tuple(cfg.data.exclude_test_sources))
         T = cfg.data.clip_len
         self.train_set = LiftingClips(self.train_split, T, cfg.data.train_stride or max(1, T // 3))
@@ -176,6 +179,7 @@ class LiftingTask(Task):
 
     def save(self, path: Path, metadata: dict[str, Any], train_state: dict[str, Any] | None) -> None:
         meta = {"task": "2d-3d lifting pretraining", "data": str(self.data_path), "clip_len": self.cfg.data.clip_len,
+                "normalisation": normalisation_record(self.cfg.data.norm),
                 "synthetic": self.cfg.data.path is None, "run_config": to_dict(self.cfg), **metadata}
         save_backbone(path, self.model, self.cfg.model.arch, self.model.config, meta, train_state)
 

@@ -38,22 +38,26 @@ import numpy as np
 import torch
 from scipy.ndimage import gaussian_filter1d
 
-from body_models import BodyModel, BodyModelData, load_body_model
+from body_models import BodyModel, BodyModelData, load_body_model, safe_load_pickle
+from body_models.joint_sets import convert_keypoints
+from body_models.landmarks import Landmarks, detector_landmarks
 from body_models.rotations import axis_angle_to_rotmat, rotmat_to_axis_angle
-from motion.synthetic_poses import FPS, PRIMITIVES, plan_trajectory, smooth_noise
+from motion.detector_sim import DetectorOutput, simulate_detector
+from motion.synthetic_poses import FPS, HELD_OUT_FAMILY, PRIMITIVES, plan_trajectory, primitives_for, smooth_noise
 
-GENERATOR_VERSION = "1"
+GENERATOR_VERSION = "2"  # 2: detector-faithful 2D (surface landmarks, COCO/Halpe, converted), broad motion
 MESH_FILE = "mesh_synthetic.pkl"
 LIFTING_FILE = "h36m_synthetic.pkl"
 CHUNK_FRAMES = 128  # frames per body-model call: caps the (T, V, 4, 4) skinning tensor at a few 100 MB
-SPLIT_CODES = {"train": 0, "validation": 1, "test": 2}
-IMAGE_SIZES = ((1920, 1080), (1080, 1920))  # (w, h): landscape, portrait
-NORMALISATION_RES = (1920, 1920)  # as 3DPW in mesh_protocol.md §4.6
-FLIP = (0, 4, 5, 6, 1, 2, 3, 7, 8, 9, 10, 14, 15, 16, 11, 12, 13)  # H36M-17 left <-> right
-# Detector noise std (px) per H36M-17 joint for a person 500 px tall: extremities are harder.
-BASE_SIGMA = np.array([2.0, 2.2, 3.2, 4.5, 2.2, 3.2, 4.5, 2.0, 2.0, 2.2, 2.5, 2.2, 3.5, 5.0, 2.2, 3.5, 5.0])
-# Relative rate of dropped-joint bursts per joint (wrists and ankles are dropped most).
-DROP_RATE = np.array([0.3, 0.5, 0.8, 1.5, 0.5, 0.8, 1.5, 0.3, 0.3, 0.5, 0.6, 0.6, 1.0, 2.0, 0.6, 1.0, 2.0])
+SPLIT_CODES = {"train": 0, "validation": 1, "test": 2, "test_heldout": 3}
+# test_heldout: only the motion family held out of training (a generalisation split).
+# Image sizes as (short side, long side): 480p, 720p, 1080p, 1440p, 4K; landscape or portrait.
+RESOLUTIONS = ((480, 854), (720, 1280), (1080, 1920), (1440, 2560), (2160, 3840))
+HFOV_DEG = (35.0, 120.0)  # horizontal field of view range
+DISTANCE_M = (2.0, 15.0)  # camera-to-person distance range
+CAMERA_HEIGHT_M = (0.3, 3.0)
+DETECTOR_FORMATS = ("coco17", "halpe26")  # simulated detector joint orders, equally likely
+NORMALISATION_RES = (1920, 1920)  # the legacy fixed 'image' map (3DPW's), kept for checkpoints trained with it
 
 
 @dataclass
@@ -71,9 +75,9 @@ class SyntheticSequence:
         trans: (T, 3) float64 camera-frame translation, added after posing (see module docstring).
         joints_cam: (T, 17, 3) H36M-17 joints in the camera frame, metres.
         joints_2d_gt: (T, 17, 2) noise-free projection of ``joints_cam``, pixels.
-        joints_2d: (T, 17, 2) detector-like noisy 2D joints, pixels.
-        confidence: (T, 17) detector confidence in [0, 1].
-        dropped: (T, 17) bool, joints the simulated detector lost (low confidence, wrong position).
+        joints_2d: (T, 17, 2) the simulated detector's keypoints converted to H36M-17, pixels (the network input).
+        confidence: (T, 17) their confidence in [0, 1].
+        detector: the simulated detections in their own joint order (:class:`motion.detector_sim.DetectorOutput`).
         frame_action: (T,) str, dominant primitive per frame.
         primitives: primitives of the plan in order (repeats kept).
     """
@@ -90,7 +94,7 @@ class SyntheticSequence:
     joints_2d_gt: np.ndarray
     joints_2d: np.ndarray
     confidence: np.ndarray
-    dropped: np.ndarray
+    detector: DetectorOutput
     frame_action: np.ndarray
     primitives: list[str]
 
@@ -135,36 +139,50 @@ def project(points: np.ndarray, K: np.ndarray) -> np.ndarray:
     return uvw[..., :2] / uvw[..., 2:3]
 
 
-def sample_camera(rng: np.random.Generator, root: np.ndarray, heading0: float, pelvis_height: float, n_frames: int
-                  ) -> tuple[np.ndarray, np.ndarray, tuple[int, int], str]:
+def sample_image(rng: np.random.Generator) -> tuple[tuple[int, int], float]:
+    """Image (w, h) and focal length (px): 480p to 4K, landscape (70 %) or portrait, horizontal field of view
+    35-120 degrees (the field of view across the image's width)."""
+    short, long_ = RESOLUTIONS[int(rng.integers(len(RESOLUTIONS)))]
+    w, h = (long_, short) if rng.random() < 0.7 else (short, long_)
+    fov = np.deg2rad(rng.uniform(*HFOV_DEG))
+    return (w, h), (w / 2) / np.tan(fov / 2)
+
+
+def sample_camera(rng: np.random.Generator, root: np.ndarray, heading0: float, pelvis_height: float, n_frames: int,
+                  min_distance: float = DISTANCE_M[0]) -> tuple[np.ndarray, np.ndarray, tuple[int, int], str]:
     """Intrinsics, per-frame world->camera extrinsics ``(T, 3, 4)``, image (w, h) and camera mode.
 
     Args:
         root: (T, 3) world root (pelvis) positions, metres, y up.
         heading0: the person's initial yaw (the camera is more often in front than behind).
-        pelvis_height: typical pelvis height (m): the camera aims there, not at the squatting pelvis.
-    Modes: ``static`` (fixed camera aimed at the path's centre; only when the person stays within ~0.8 m),
-    ``pan`` (fixed position, aim follows the smoothed root) and ``follow`` (camera translates with the smoothed
-    root, as a handheld 3DPW camera does).
+        pelvis_height: typical pelvis height (m): the camera aims near there, not at the squatting pelvis.
+    The camera stands :data:`DISTANCE_M` away (chosen so the person fills 15-100 % of the image height), at
+    :data:`CAMERA_HEIGHT_M`, aimed near the person with pitch from the height difference plus jitter and a roll;
+    sometimes it aims off so that the body is cut by the image border. Modes: ``static`` (fixed camera aimed at the
+    path's centre; only when the person stays within ~0.8 m), ``pan`` (fixed position, aim follows the smoothed
+    root) and ``follow`` (camera translates with the smoothed root, as a handheld camera does).
     """
-    w, h = IMAGE_SIZES[int(rng.integers(2))]
-    f = rng.uniform(1000.0, 1500.0)
-    K = np.array([[f, 0.0, w / 2 + rng.normal(0, 8)], [0.0, f, h / 2 + rng.normal(0, 8)], [0.0, 0.0, 1.0]])
-    # Keep a ~2.3 m tall box (raised arms) around the aim point inside ~90% of the short image side.
-    d_min = max(3.0, f * 1.15 / (0.45 * min(w, h)))
-    dist = rng.uniform(min(d_min, 7.5), 8.0)
-    cam_h = rng.uniform(0.5, 2.0)
+    (w, h), f = sample_image(rng)
+    K = np.array([[f, 0.0, w / 2 + rng.normal(0, 0.004 * w)], [0.0, f, h / 2 + rng.normal(0, 0.004 * w)],
+                  [0.0, 0.0, 1.0]])
+    # Distance range that keeps a 1.8 m person between 15 % and 100 % of the image height.
+    near = max(min_distance, f * 1.8 / (1.0 * h))
+    far = max(min(DISTANCE_M[1], f * 1.8 / (0.15 * h)), min_distance)
+    dist = rng.uniform(near, far) if far > near else near
+    cam_h = rng.uniform(*CAMERA_HEIGHT_M)
     az = heading0 + (rng.uniform(-np.pi / 3, np.pi / 3) if rng.random() < 0.6 else rng.uniform(-np.pi, np.pi))
     offset = np.array([np.sin(az) * dist, 0.0, np.cos(az) * dist])
     smooth = gaussian_filter1d(root, sigma=0.7 * FPS, axis=0, mode="nearest")
     centre = root.mean(axis=0)
-    aim_jitter = rng.normal(0.0, [0.12, 0.08, 0.12])
+    aim_jitter = rng.normal(0.0, [0.12, 0.12, 0.12])
+    if rng.random() < 0.15:  # aim off the person so that the image border cuts 10-40 % of the body (truncation)
+        aim_jitter[1] += rng.choice([-1.0, 1.0]) * rng.uniform(0.15, 0.35) * dist * h / f
     spread = np.linalg.norm((root - centre)[:, [0, 2]], axis=1).max()
     eye0 = np.array([centre[0], cam_h, centre[2]]) + offset
     mode = "static" if spread < 0.8 else str(rng.choice(["pan", "follow"]))
     if mode == "pan":
         d = np.linalg.norm((root - eye0)[:, [0, 2]], axis=1)
-        if d.min() < 2.8 or d.max() > 9.0:
+        if d.min() < max(1.5, 0.6 * dist) or d.max() > 1.6 * dist + 1.0:
             mode = "follow"
     if mode == "static":
         eye = np.tile(eye0, (n_frames, 1))
@@ -178,7 +196,8 @@ def sample_camera(rng: np.random.Generator, root: np.ndarray, heading0: float, p
         target = smooth.copy()
     target[:, 1] = pelvis_height
     target = target + aim_jitter
-    rot = look_at(eye, target, roll=rng.normal(0.0, np.deg2rad(2.0)))
+    roll = rng.normal(0.0, np.deg2rad(3.0)) if rng.random() < 0.9 else rng.normal(0.0, np.deg2rad(12.0))
+    rot = look_at(eye, target, roll=roll)
     if mode != "static":  # handheld: slow small wobble
         rot = _rotvec_np(np.deg2rad(0.4) * smooth_noise(rng, n_frames, 3, sigma_s=0.5)) @ rot
     t = -np.einsum("tij,tj->ti", rot, eye)
@@ -186,67 +205,36 @@ def sample_camera(rng: np.random.Generator, root: np.ndarray, heading0: float, p
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# Detector noise
-
-
-def detector_noise(rng: np.random.Generator, gt2d: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Detector-like 2D joints from noise-free ones.
-
-    Args:
-        gt2d: (T, 17, 2) noise-free pixels, H36M-17.
-    Returns:
-        joints (T, 17, 2) pixels, confidence (T, 17) in [0, 1], dropped (T, 17) bool.
-    Model: heteroscedastic Gaussian noise, std = :data:`BASE_SIGMA` x sequence quality x slowly varying frame
-    difficulty x (person height / 500 px)^0.7, half white, half temporally correlated (detectors jitter *and*
-    drift); confidence decreases with the actual error (``exp(-err^2 / 2 tau^2)``, tau = 12 px at 500 px) plus a
-    little noise. Dropped joints come in bursts of 1-10 frames (more at wrists/ankles): confidence 0-0.15 and a
-    wrong position (the mirror joint, a large offset, or large jitter).
-    """
-    T = gt2d.shape[0]
-    height = np.ptp(gt2d[..., 1], axis=1).clip(min=50.0)  # (T,) person extent in px
-    size = (height / 500.0)[:, None]
-    quality = rng.uniform(0.6, 1.5)
-    difficulty = np.exp(0.3 * smooth_noise(rng, T, 1, sigma_s=1.0))
-    sigma = BASE_SIGMA[None] * quality * difficulty * size**0.7  # (T, 17)
-    eps = 0.6 * rng.standard_normal((T, 17, 2)) + 0.8 * smooth_noise(rng, T, 34, sigma_s=0.15).reshape(T, 17, 2)
-    joints = gt2d + sigma[..., None] * eps
-    err = np.linalg.norm(joints - gt2d, axis=-1)
-    tau = 12.0 * size**0.7
-    conf = 0.98 * np.exp(-0.5 * (err / tau) ** 2) - np.abs(rng.normal(0.0, 0.03, size=(T, 17)))
-    dropped = np.zeros((T, 17), dtype=bool)
-    rate = rng.uniform(0.001, 0.006)
-    starts = rng.random((T, 17)) < rate * DROP_RATE[None]
-    for t0, j in zip(*np.nonzero(starts), strict=True):
-        t1 = min(T, t0 + int(rng.integers(1, 11)))
-        mode = rng.choice(["mirror", "offset", "jitter"]) if FLIP[j] != j else rng.choice(["offset", "jitter"])
-        scale = height[t0:t1, None]
-        if mode == "mirror":  # left/right confusion, a classic detector failure
-            joints[t0:t1, j] = gt2d[t0:t1, FLIP[j]] + sigma[t0:t1, j, None] * rng.standard_normal((t1 - t0, 2))
-        elif mode == "offset":
-            joints[t0:t1, j] = gt2d[t0:t1, j] + 0.12 * scale * rng.normal(size=2) + 3 * rng.normal(size=(t1 - t0, 2))
-        else:
-            joints[t0:t1, j] = gt2d[t0:t1, j] + 0.08 * scale * rng.standard_normal((t1 - t0, 2))
-        conf[t0:t1, j] = rng.uniform(0.0, 0.15, size=t1 - t0)
-        dropped[t0:t1, j] = True
-    return joints, conf.clip(0.0, 1.0), dropped
-
-
-# ---------------------------------------------------------------------------------------------------------------------
 # Fast body evaluation
 
 
-_REDUCED: weakref.WeakKeyDictionary[BodyModel, tuple[BodyModel, int]] = weakref.WeakKeyDictionary()
+_REDUCED: weakref.WeakKeyDictionary[BodyModel, ReducedBody] = weakref.WeakKeyDictionary()
 SOLE_BAND = 0.04  # m: foot vertices this close to the rest mesh's lowest point are the soles (ground contact)
 FOOT_JOINTS = (7, 8, 10, 11)  # SMPL ankles and feet
 
 
-def reduced_body(body: BodyModel) -> tuple[BodyModel, int]:
-    """A body model restricted to the vertices the generator needs, and the number of sole vertices.
+@dataclass
+class ReducedBody:
+    """A body model restricted to the vertices the generator needs (see :func:`reduced_body`).
 
-    The generator only needs the H36M-17 joints (regressed from a few hundred vertices) and the lowest sole point
-    (ground contact), not the whole mesh: skinning ~10x fewer vertices makes a sequence ~10x faster. The reduced model
-    is built from the same arrays through the public ``BodyModel`` constructor, so its ``joints_h36m`` equal the full
-    model's (the tests check this against the full model): vertices = [soles, regressor support, 24 virtual vertices
+    Attributes:
+        body: the reduced :class:`BodyModel` (its ``joints_h36m`` equal the full model's).
+        n_soles: its first ``n_soles`` vertices are the soles.
+        landmarks: the detector landmarks, indexed into the reduced vertices.
+    """
+
+    body: BodyModel
+    n_soles: int
+    landmarks: Landmarks
+
+
+def reduced_body(body: BodyModel) -> ReducedBody:
+    """A body model restricted to the vertices the generator needs: soles, the H36M regressor's support and the
+    detector landmarks (:func:`body_models.landmarks.detector_landmarks`).
+
+    Skinning ~15x fewer vertices than the full mesh makes a sequence that much faster. The reduced model is built from
+    the same arrays through the public ``BodyModel`` constructor, so its ``joints_h36m`` equal the full model's (the
+    tests check this against the full model): vertices = [soles, regressor support and landmarks, 24 virtual vertices
     that carry the full model's rest joints (linear in betas), so the kinematic chain is unchanged].
     """
     if body in _REDUCED:
@@ -257,7 +245,8 @@ def reduced_body(body: BodyModel) -> tuple[BodyModel, int]:
     low = v[:, 1] < v[:, 1].min() + SOLE_BAND
     soles = np.nonzero(foot & low)[0] if (foot & low).any() else np.nonzero(low)[0]
     reg = body.J_regressor_h36m.double().numpy()
-    support = np.setdiff1d(np.nonzero(np.abs(reg).sum(axis=0) > 0)[0], soles)
+    landmarks = detector_landmarks(v, body.joint_template.double().numpy(), weights)
+    support = np.setdiff1d(np.union1d(np.nonzero(np.abs(reg).sum(axis=0) > 0)[0], landmarks.support), soles)
     keep = np.concatenate([soles, support])
     k, nb = body.num_joints, body.num_betas
     joint_rest = body.joint_template.double().numpy()
@@ -276,9 +265,10 @@ def reduced_body(body: BodyModel) -> tuple[BodyModel, int]:
         J_regressor_h36m=np.concatenate([reg[:, keep], np.zeros((17, k))], axis=1),
         source=f"{body.source} (generator subset: {len(keep)} vertices)",
     )
-    reduced = BodyModel(data, num_betas=nb).to(body.v_template.dtype)
-    _REDUCED[body] = (reduced, len(soles))
-    return reduced, len(soles)
+    reduced = ReducedBody(BodyModel(data, num_betas=nb).to(body.v_template.dtype), len(soles),
+                          landmarks.remap(keep))
+    _REDUCED[body] = reduced
+    return reduced
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -286,49 +276,70 @@ def reduced_body(body: BodyModel) -> tuple[BodyModel, int]:
 
 
 def generate_sequence(rng: np.random.Generator, body: BodyModel, name: str, n_frames: int,
-                      camera_name: str | None = None) -> SyntheticSequence:
-    """One sequence: plan poses, pose all frames at once (reduced model, see :func:`reduced_body`), ground, film it,
-    add detector noise."""
-    traj = plan_trajectory(rng, n_frames, FPS)
+                      camera_name: str | None = None, primitives: tuple[str, ...] | None = None
+                      ) -> SyntheticSequence:
+    """One sequence: plan poses (from ``primitives``; None = every family but the held-out one), pose all frames at
+    once (reduced model, see :func:`reduced_body`), ground, film it, detect it (:mod:`motion.detector_sim`) and
+    convert the detections to H36M-17 exactly as ``mesh.infer`` converts a user's file."""
+    traj = plan_trajectory(rng, n_frames, FPS, primitives=primitives)
     betas = np.clip(rng.standard_normal(10), -2.5, 2.5)
-    fast, n_soles = reduced_body(body)
+    reduced = reduced_body(body)
+    fast = reduced.body
     dtype = body.v_template.dtype
     rot_t = torch.from_numpy(traj.rotmats).to(dtype)
     betas_t = torch.from_numpy(betas).to(dtype)[None]
     with torch.no_grad():
         # All frames of the sequence in one call (or a few for long sequences, to bound memory).
-        lowest, joints = [], []
+        lowest, joints, smpl, marks = [], [], [], []
         for chunk in torch.split(rot_t, CHUNK_FRAMES):
             out = fast(chunk, betas_t)
-            lowest.append(out.vertices[..., :n_soles, 1].amin(dim=-1))
+            lowest.append(out.vertices[..., :reduced.n_soles, 1].amin(dim=-1))
             joints.append(out.joints_h36m)
+            smpl.append(out.joints)
+            marks.append(reduced.landmarks.locate(out.vertices.double().numpy()))
         j0 = body.rest_shape(betas_t)[1][0, 0].double().numpy()  # rest root joint: the pivot of the global rotation
     min_y = torch.cat(lowest).double().numpy()
     joints_h36m = torch.cat(joints).double().numpy()
-    # Ground contact: the lowest sole vertex touches the floor (y = 0); lightly smoothed so foot switches don't jerk.
-    lift = gaussian_filter1d(-min_y, sigma=1.5, mode="nearest")
+    # Ground contact: the lowest sole vertex touches the floor (y = 0); lightly smoothed so foot switches don't jerk;
+    # the plan's lift (jumps, running flight) raises the body above it.
+    lift = gaussian_filter1d(-min_y, sigma=1.5, mode="nearest") + traj.lift
     t_world = np.stack([traj.root_xz[:, 0], lift, traj.root_xz[:, 1]], axis=1)  # (T, 3), added after posing
     joints_world = joints_h36m + t_world[:, None]
     standing_pelvis = float(np.percentile(joints_h36m[:, 0, 1] - min_y, 90))  # pelvis height when upright
-    K, ext, wh, _mode = sample_camera(rng, joints_world[:, 0], float(traj.heading[0]),
-                                      max(standing_pelvis, 0.5), n_frames)
-    R_wc, t_wc = ext[..., :3], ext[..., 3]
-    joints_cam = np.einsum("tij,tkj->tki", R_wc, joints_world) + t_wc[:, None]
+    landmarks_body = np.concatenate(marks)
+    for attempt in range(8):  # a limb that comes too close to the camera: film again from further away
+        K, ext, wh, _mode = sample_camera(rng, joints_world[:, 0], float(traj.heading[0]),
+                                          max(standing_pelvis, 0.5), n_frames, DISTANCE_M[0] + attempt)
+        R_wc, t_wc = ext[..., :3], ext[..., 3]
+
+        def to_cam(points: np.ndarray, R_wc: np.ndarray = R_wc, t_wc: np.ndarray = t_wc) -> np.ndarray:
+            return np.einsum("tij,tkj->tki", R_wc, points + t_world[:, None]) + t_wc[:, None]
+
+        joints_cam, landmarks_cam = to_cam(joints_h36m), to_cam(landmarks_body)
+        if (joints_cam[..., 2] >= 0.8).all() and (landmarks_cam[..., 2] >= 0.5).all():
+            break
+    else:
+        raise RuntimeError(f"{name}: the body came within 0.5 m of the camera plane in 8 camera draws")
     # Camera-frame parameters: global orientation R_wc @ R_root; translation so that posing about j0 agrees.
     rot_cam = traj.rotmats.copy()
     rot_cam[:, 0] = R_wc @ traj.rotmats[:, 0]
     trans = np.einsum("tij,tj->ti", R_wc, t_world + j0) + t_wc - j0
     pose = rotmat_to_axis_angle(torch.from_numpy(rot_cam)).numpy().reshape(n_frames, 72)
-    if (joints_cam[..., 2] < 0.5).any():
-        raise RuntimeError(f"{name}: a joint came within 0.5 m of the camera plane (camera sampling bug)")
-    gt2d = project(joints_cam, K)
-    joints_2d, conf, dropped = detector_noise(rng, gt2d)
+    fmt = DETECTOR_FORMATS[int(rng.integers(len(DETECTOR_FORMATS)))]
+    det = simulate_detector(rng, project(landmarks_cam, K), landmarks_cam, to_cam(torch.cat(smpl).double().numpy()),
+                            wh, fmt)
+    h36m = convert_keypoints(det.keypoints, fmt, "h36m17")
     return SyntheticSequence(
         name=name, camera_name=camera_name or f"cam_{name}", image_wh=wh, intrinsics=K, extrinsics=ext,
-        betas=betas, pose=pose, trans=trans, joints_cam=joints_cam, joints_2d_gt=gt2d, joints_2d=joints_2d,
-        confidence=conf, dropped=dropped, frame_action=traj.frame_primitive(),
+        betas=betas, pose=pose, trans=trans, joints_cam=joints_cam, joints_2d_gt=project(joints_cam, K),
+        joints_2d=h36m[..., :2], confidence=h36m[..., 2], detector=det, frame_action=traj.frame_primitive(),
         primitives=[s.primitive for s in traj.segments],
     )
+
+
+def split_primitives(split: str) -> tuple[str, ...]:
+    """The primitives a split draws from: the held-out family for ``test_heldout``, every other family otherwise."""
+    return tuple(primitives_for("heldout" if split == "test_heldout" else "train"))
 
 
 def sequence_rng(seed: int, split: str, index: int) -> np.random.Generator:
@@ -337,16 +348,18 @@ def sequence_rng(seed: int, split: str, index: int) -> np.random.Generator:
 
 
 def generate_sequences(n: int, seed: int, body: BodyModel, split: str = "train", frames_min: int = 60,
-                       frames_max: int = 300) -> list[SyntheticSequence]:
-    """``n`` sequences of ``split`` (named ``synth_{split}_{i:04d}``), lengths uniform in [frames_min, frames_max]."""
+                       frames_max: int = 300, first: int = 0) -> list[SyntheticSequence]:
+    """Sequences ``first .. first + n - 1`` of ``split`` (named ``synth_{split}_{i:04d}``), lengths uniform in
+    [frames_min, frames_max]."""
     if not 2 <= frames_min <= frames_max:
         raise ValueError(f"need 2 <= frames_min <= frames_max, got {frames_min}, {frames_max}")
     seqs = []
-    for i in range(n):
+    for i in range(first, first + n):
         rng = sequence_rng(seed, split, i)
         n_frames = int(rng.integers(frames_min, frames_max + 1))
         name = f"synth_{split}_{i:04d}"
-        seqs.append(generate_sequence(rng, body, name, n_frames, camera_name=f"synthcam_{split}_{i:04d}"))
+        seqs.append(generate_sequence(rng, body, name, n_frames, camera_name=f"synthcam_{split}_{i:04d}",
+                                      primitives=split_primitives(split)))
     return seqs
 
 
@@ -369,7 +382,9 @@ def mesh_split(seqs: list[SyntheticSequence]) -> dict[str, np.ndarray]:
     smpl_shape (N,10) f64; img_hw (N,2) int64 (h, w); source (N,) str; extras: trans (N,3) f64 m;
     cam_intrinsics (N,3,3) f64; cam_extrinsics (N,3,4) f64 world->camera; joint_2d_gt (N,17,2) f32 noise-free;
     action (N,) str (sequence's primitives joined by '+'); frame_action (N,) str (dominant primitive);
-    camera_name (N,) str.
+    camera_name (N,) str; detector_keypoints (N,26,3) f32 the simulated detections in their own joint order (x, y px,
+    confidence; COCO-17 rows use the first 17, the rest are 0); detector_format (N,) str 'coco17' / 'halpe26';
+    occluded (N,26) bool self-occluded keypoints.
     """
     def rep(x: np.ndarray, s: SyntheticSequence) -> np.ndarray:
         return np.broadcast_to(x, (s.n_frames, *np.shape(x)))
@@ -389,7 +404,21 @@ def mesh_split(seqs: list[SyntheticSequence]) -> dict[str, np.ndarray]:
         "action": _strings(seqs, lambda s: [s.action] * s.n_frames),
         "frame_action": _strings(seqs, lambda s: s.frame_action),
         "camera_name": _strings(seqs, lambda s: [s.camera_name] * s.n_frames),
+        "detector_keypoints": _per_frame(seqs, _halpe_layout).astype(np.float32),
+        "detector_format": _strings(seqs, lambda s: [s.detector.fmt] * s.n_frames),
+        "occluded": _per_frame(seqs, lambda s: _pad26(s.detector.occluded)),
     }
+
+
+def _pad26(a: np.ndarray) -> np.ndarray:
+    """(T, J) -> (T, 26), zero/False past the detector's own J (COCO-17 has no Halpe extras)."""
+    out = np.zeros((a.shape[0], 26, *a.shape[2:]), dtype=a.dtype)
+    out[:, :a.shape[1]] = a
+    return out
+
+
+def _halpe_layout(s: SyntheticSequence) -> np.ndarray:
+    return _pad26(s.detector.keypoints)
 
 
 def lifting_split(seqs: list[SyntheticSequence]) -> dict[str, np.ndarray]:
@@ -434,14 +463,17 @@ def _meta(seed: int, body: BodyModel, splits: dict[str, list[SyntheticSequence]]
         "note": "synthetic data, not 3DPW / Human3.6M: generated by motion.synthetic from the body model below",
         "generator": "motion.synthetic", "version": GENERATOR_VERSION, "kind": kind, "fps": float(FPS),
         "seed": int(seed), "body_model": str(body.source), "primitives": list(PRIMITIVES),
-        "image_sizes": [tuple(wh) for wh in IMAGE_SIZES],
+        "held_out_family": HELD_OUT_FAMILY,
+        "split_primitives": {name: list(split_primitives(name)) for name in splits},
+        "resolutions": [tuple(r) for r in RESOLUTIONS], "hfov_deg": HFOV_DEG, "distance_m": DISTANCE_M,
+        "camera_height_m": CAMERA_HEIGHT_M, "detector_formats": list(DETECTOR_FORMATS),
         "camera_sizes": {s.camera_name: tuple(int(v) for v in s.image_wh) for seqs in splits.values() for s in seqs},
         "splits": {name: {"sequences": len(seqs), "frames": int(sum(s.n_frames for s in seqs)),
                           "seed_stream": f"SeedSequence({seed}, spawn_key=({SPLIT_CODES[name]}, i))"}
                    for name, seqs in splits.items()},
     }
     if kind.startswith("mesh"):
-        meta["normalisation_res"] = NORMALISATION_RES  # 2D normalisation (w, h), as 3DPW (mesh_protocol.md §4.6)
+        meta["normalisation_res"] = NORMALISATION_RES  # the legacy fixed 'image' map; new models use 'track_box'
         meta["conventions"] = ("metres; camera frame x right, y down, z forward; H36M-17 joint order; img_hw = (h, w);"
                                " trans added after posing; smpl_pose[:, :3] = global orientation in the camera frame")
     else:
@@ -485,19 +517,53 @@ def write_lifting_file(path: str | Path, splits: dict[str, list[SyntheticSequenc
     return atomic_pickle(data, path)
 
 
+DEFAULT_COUNTS = {"train": 48, "validation": 8, "test": 12, "test_heldout": 8}
+
+
+def _generate_job(job: tuple[int, str, int, int, int, int, str | None]) -> list[SyntheticSequence]:
+    """Worker of :func:`generate_splits`: ``(seed, split, lo, hi, frames_min, frames_max, model)`` -> sequences
+    ``lo .. hi - 1`` of ``split``."""
+    seed, split, lo, hi, frames_min, frames_max, model = job
+    torch.set_num_threads(1)
+    return generate_sequences(hi - lo, seed, load_body_model(model), split, frames_min, frames_max, first=lo)
+
+
+def generate_splits(counts: dict[str, int], seed: int, body: BodyModel, frames_min: int = 60, frames_max: int = 300,
+                    workers: int = 1, model: str | None = None) -> dict[str, list[SyntheticSequence]]:
+    """Every split's sequences; with ``workers`` > 1, in that many processes (each loads the body model from
+    ``model``, the same file as ``body``). Sequence i of a split is the same whatever the number of workers."""
+    if workers <= 1:
+        return {name: generate_sequences(n, seed, body, name, frames_min, frames_max) for name, n in counts.items()}
+    import multiprocessing
+
+    jobs = []
+    for name, n in counts.items():
+        step = max(1, -(-n // (4 * workers)))
+        jobs += [(seed, name, lo, min(n, lo + step), frames_min, frames_max, model) for lo in range(0, n, step)]
+    with multiprocessing.get_context("spawn").Pool(workers) as pool:
+        parts = pool.map(_generate_job, jobs)
+    out: dict[str, list[SyntheticSequence]] = {name: [] for name in counts}
+    for job, seqs in zip(jobs, parts, strict=True):
+        out[job[1]] += seqs
+    return out
+
+
 def generate_dataset(out: str | Path, seed: int = 0, body: BodyModel | None = None,
-                     sequences: dict[str, int] | None = None, frames_min: int = 60, frames_max: int = 300
-                     ) -> dict[str, Path]:
-    """Generate all splits and write both files into ``out``; returns their paths."""
-    body = body if body is not None else load_body_model()
-    counts = sequences or {"train": 48, "validation": 8, "test": 12}
-    splits = {name: generate_sequences(counts[name], seed, body, name, frames_min, frames_max)
-              for name in ("train", "validation", "test")}
+                     sequences: dict[str, int] | None = None, frames_min: int = 60, frames_max: int = 300,
+                     workers: int = 1, model: str | None = None) -> dict[str, Path]:
+    """Generate all splits and write both files into ``out``; returns their paths.
+
+    ``sequences`` = counts per split (default :data:`DEFAULT_COUNTS`; ``test_heldout`` holds only the held-out motion
+    family). The lifting file gets the train, test and test_heldout splits.
+    """
+    body = body if body is not None else load_body_model(model)
+    counts = {**DEFAULT_COUNTS, **(sequences or {})}
+    splits = generate_splits(counts, seed, body, frames_min, frames_max, workers, model)
     out = Path(out)
+    lifting = {name: splits[name] for name in ("train", "test", "test_heldout") if name in splits}
     return {
         "mesh": write_mesh_file(out / MESH_FILE, splits, seed, body),
-        "lifting": write_lifting_file(out / LIFTING_FILE, {"train": splits["train"], "test": splits["test"]},
-                                      seed, body),
+        "lifting": write_lifting_file(out / LIFTING_FILE, lifting, seed, body),
     }
 
 
@@ -518,17 +584,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sequences-train", type=int, default=48)
     parser.add_argument("--sequences-val", type=int, default=8)
     parser.add_argument("--sequences-test", type=int, default=12)
+    parser.add_argument("--sequences-heldout", type=int, default=8,
+                        help="test_heldout split: only the motion family held out of training")
+    parser.add_argument("--workers", type=int, default=1, help="processes (sequences are the same for any number)")
     parser.add_argument("--frames-min", type=int, default=60)
     parser.add_argument("--frames-max", type=int, default=300)
     parser.add_argument("--model", default=None, help="body model file/folder (default: $SMPL_MODEL_DIR or embedded)")
     args = parser.parse_args(argv)
     start = time.perf_counter()
     body = load_body_model(args.model)
-    counts = {"train": args.sequences_train, "validation": args.sequences_val, "test": args.sequences_test}
-    paths = generate_dataset(args.out, args.seed, body, counts, args.frames_min, args.frames_max)
+    counts = {"train": args.sequences_train, "validation": args.sequences_val, "test": args.sequences_test,
+              "test_heldout": args.sequences_heldout}
+    paths = generate_dataset(args.out, args.seed, body, counts, args.frames_min, args.frames_max, args.workers,
+                             args.model)
     for kind, path in paths.items():
         print(f"{kind}: {path} ({path.stat().st_size / 1e6:.1f} MB)")
-    print(f"{sum(counts.values())} sequences in {time.perf_counter() - start:.1f} s (body model: {body.source})")
+    frames = sum(v["frames"] for v in safe_load_pickle(paths["mesh"])["meta"]["splits"].values())
+    took = time.perf_counter() - start
+    print(f"{sum(counts.values())} sequences, {frames} frames in {took:.1f} s ({frames / took:.0f} frames/s; "
+          f"body model: {body.source})")
     return 0
 
 

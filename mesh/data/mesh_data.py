@@ -5,8 +5,9 @@ of a track contiguous (mesh_protocol.md §4): ``joint_2d`` (N, 17, 2) pixels, ``
 ``smpl_pose`` (N, 72) axis-angle with the global orientation in the camera frame, ``smpl_shape`` (N, 10), ``source``
 (N,) track ids; optional ``gender`` (N,) ('m'/'f', for the gendered protocol).
 
-2D inputs are normalised with a fixed resolution per dataset (§4.6): 3DPW 1920 x 1920, COCO 640 x 640, H36M per
-camera; the synthetic and converted files state theirs in ``meta['normalisation_res']``.
+2D inputs are normalised with the model's normalisation (``norm``): ``track_box`` (a per-track box around the person,
+resolution-free) or ``image`` (MotionBERT's fixed resolution per dataset: 3DPW 1920 x 1920, COCO 640 x 640, H36M per
+camera; the synthetic and converted files state theirs in ``meta['normalisation_res']``).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from body_models.rotations import flip_axis_angle
 from motion.data.checks import check_finite, require_per_frame
 from motion.data.clips import clip_indices
 from motion.data.lifting import H36M_CAMERA_SIZES
-from motion.data.transforms import normalize_2d
+from motion.data.transforms import NORMALISATIONS, normalize_2d, normalize_box, track_box_per_frame
 
 _SMPL_FLIP = list(SMPL24.flip_permutation)
 
@@ -77,13 +78,18 @@ def _resolution(raw: dict, meta: dict, res: tuple[int, int] | None, n: int, wher
 
 
 def read_mesh_split(path: str | Path, split: str, res: tuple[int, int] | list[int] | None = None,
-                    require_gt: bool = True) -> MeshSplit:
+                    require_gt: bool = True, norm: str = "image") -> MeshSplit:
     """Read and validate one split of a mesh data file (restricted unpickler).
 
     Args:
-        res: (w, h) of the fixed 2D normalisation; None = ``meta['normalisation_res']``, else H36M camera sizes.
+        res: (w, h) of the fixed ``image`` normalisation; None = ``meta['normalisation_res']``, else H36M camera
+            sizes.
         require_gt: whether ``smpl_pose``/``smpl_shape`` must be present (False for inference-only data).
+        norm: 2D normalisation: ``'image'`` (fixed resolution, see ``res``) or ``'track_box'`` (per-track box,
+            no resolution needed; see motion.data.transforms).
     """
+    if norm not in NORMALISATIONS:
+        raise MeshDataError(f"norm must be one of {NORMALISATIONS}, got {norm!r}")
     path = Path(path)
     try:
         data = safe_load_pickle(path)
@@ -113,8 +119,14 @@ def read_mesh_split(path: str | Path, split: str, res: tuple[int, int] | list[in
             raise MeshDataError(f"{where}: '{key}' has {len(arr)} frames, 'joint_2d' has {n}")
     for key, arr in (("joint_2d", j2d), ("confidence", conf), ("smpl_pose", pose), ("smpl_shape", shape)):
         check_finite(arr, key, source, where, MeshDataError)
-    w, h = _resolution(raw, data.get("meta") or {}, tuple(res) if res is not None else None, n, where)
-    inputs = np.concatenate([normalize_2d(j2d, w[:, None], h[:, None]), np.clip(conf, 0, 1)[..., None]], axis=-1)
+    conf = np.clip(conf, 0, 1)
+    if norm == "track_box":
+        centre, scale = track_box_per_frame(j2d, conf, source, float((data.get("meta") or {}).get("fps", 30.0)))
+        uv = normalize_box(j2d, centre, scale)
+    else:
+        w, h = _resolution(raw, data.get("meta") or {}, tuple(res) if res is not None else None, n, where)
+        uv = normalize_2d(j2d, w[:, None], h[:, None])
+    inputs = np.concatenate([uv, conf[..., None]], axis=-1)
     return MeshSplit(inputs=inputs.astype(np.float32), pose=pose.astype(np.float32),
                      shape=shape.astype(np.float32), source=source, gender=gender, name=where)
 

@@ -18,7 +18,14 @@ from torch.utils.data import Dataset
 from body_models import safe_load_pickle
 from motion.data.checks import check_finite, require_per_frame
 from motion.data.clips import clip_indices
-from motion.data.transforms import normalize_2d, normalize_image_3d
+from motion.data.transforms import (
+    NORMALISATIONS,
+    normalize_2d,
+    normalize_box,
+    normalize_box_3d,
+    normalize_image_3d,
+    track_box_per_frame,
+)
 
 # Human3.6M camera image sizes (w, h), as used by MotionBERT's reader.
 H36M_CAMERA_SIZES: dict[str, tuple[int, int]] = {
@@ -41,7 +48,8 @@ class LiftingSplit:
         targets: (N, 17, 3) float32 normalised 3D (image-plane x, y; depth offset), not yet root-relative.
         target_mm: (N, 17, 3) float64 ``joints_2.5d_image`` in mm (evaluation target).
         factor: (N,) ``2.5d_factor``: denormalised pixel units -> mm.
-        width, height: (N,) image size used for the normalisation.
+        width, height: (N,) pixels per two normalised units (the image size for ``image``, the box size for
+            ``track_box``): ``pred * width / 2 * factor`` is in mm.
         source: (N,) track id; action: (N,) action name ('' when unknown).
     """
 
@@ -62,13 +70,16 @@ class LiftingSplit:
 
 
 def read_lifting_split(path: str | Path, split: str, camera_sizes: dict[str, tuple[int, int]] | None = None,
-                       exclude_sources: tuple[str, ...] = ()) -> LiftingSplit:
+                       exclude_sources: tuple[str, ...] = (), norm: str = "image") -> LiftingSplit:
     """Read and validate one split of a lifting pickle (through the restricted unpickler).
 
     Args:
         camera_sizes: image (w, h) per camera name; default: the file's ``meta['camera_sizes']``, else H36M's.
         exclude_sources: track-id prefixes to drop (``H36M_EXCLUDED_TEST`` for the reference H36M evaluation).
+        norm: 2D normalisation, ``'image'`` (per-camera image size) or ``'track_box'`` (see motion.data.transforms).
     """
+    if norm not in NORMALISATIONS:
+        raise LiftingDataError(f"norm must be one of {NORMALISATIONS}, got {norm!r}")
     path = Path(path)
     try:
         data = safe_load_pickle(path)
@@ -108,12 +119,18 @@ def read_lifting_split(path: str | Path, split: str, camera_sizes: dict[str, tup
         raise LiftingDataError(f"{where}: no image size for camera(s) {unknown[:5]} (known: {sorted(sizes)[:8]})")
     width = np.array([sizes[c][0] for c in cams], dtype=np.float64)
     height = np.array([sizes[c][1] for c in cams], dtype=np.float64)
-    inputs = np.concatenate([normalize_2d(j2d, width[:, None], height[:, None]),
-                             np.clip(conf, 0.0, 1.0)[..., None]], axis=-1)
+    conf = np.clip(conf, 0.0, 1.0)
+    if norm == "track_box":
+        fps = float((data.get("meta", {}) or {}).get("fps", 30.0))
+        centre, scale = track_box_per_frame(j2d, conf, source, fps)
+        uv, targets = normalize_box(j2d, centre, scale), normalize_box_3d(j3d, centre, scale)
+        width = height = scale
+    else:
+        uv = normalize_2d(j2d, width[:, None], height[:, None])
+        targets = normalize_image_3d(j3d, width[:, None], height[:, None])
     out = LiftingSplit(
-        inputs=inputs.astype(np.float32), targets=normalize_image_3d(j3d, width[:, None], height[:, None]).astype(
-            np.float32), target_mm=mm.astype(np.float64), factor=factor, width=width, height=height, source=source,
-        action=action,
+        inputs=np.concatenate([uv, conf[..., None]], axis=-1).astype(np.float32), targets=targets.astype(np.float32),
+        target_mm=mm.astype(np.float64), factor=factor, width=width, height=height, source=source, action=action,
     )
     if exclude_sources:
         keep = ~np.array([any(s.startswith(e) for e in exclude_sources) for s in source])
