@@ -97,8 +97,9 @@ class BodyModel(nn.Module):
         buf("h36m_support", support, torch.long)
         buf("J_regressor_h36m_support", reg)  # with posedirs the rest pose varies per frame: support is skinned
         rest_h = np.concatenate([data.v_template[support], np.ones((len(support), 1))], axis=1)
-        buf("h36m_blend", np.einsum("jv,vi,vb->jib", reg, w, rest_h))  # (17, 24, 4)
-        buf("h36m_blend_dirs", np.einsum("jv,vi,vcb->jicb", reg, w, shapedirs[support]))  # (17, 24, 3, num_betas)
+        buf("h36m_blend", np.einsum("jv,vi,vb->jib", reg, w, rest_h, optimize=True))  # (17, 24, 4)
+        # (17, 24, 3, num_betas)
+        buf("h36m_blend_dirs", np.einsum("jv,vi,vcb->jicb", reg, w, shapedirs[support], optimize=True))
 
     @classmethod
     def from_file(cls, path: str | Path | None = None, gender: str = "neutral",

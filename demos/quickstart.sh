@@ -37,10 +37,10 @@ echo "== render one test sequence (prediction beside ground truth)"
 $PY -m mesh.render --checkpoint "$MESH/best.pt" --data "$SYN/mesh_synthetic.pkl" --split test \
     --sequence synth_test_0000 --out "$MESH/render"
 
-echo "== in-the-wild inference from a COCO-17 (MMPose-layout) keypoint file"
+echo "== in-the-wild inference from a detector file (a synthetic test track as its COCO-17 / Halpe-26 detector wrote it)"
 $PY -m mesh.keypoints_io --from-synthetic "$SYN/mesh_synthetic.pkl" --split test --sequence synth_test_0001 \
-    --out "$MESH/keypoints_coco.json"
-$PY -m mesh.infer --keypoints "$MESH/keypoints_coco.json" --checkpoint "$MESH/best.pt" --out runs/quickstart_infer
+    --out "$MESH/keypoints.json"
+$PY -m mesh.infer --keypoints "$MESH/keypoints.json" --checkpoint "$MESH/best.pt" --out runs/quickstart_infer
 
 echo
 echo "quickstart done (synthetic data, embedded open body model):"

@@ -31,7 +31,8 @@ A **person** is a dict with keypoints under ``keypoints`` (or ``kpts``, ``keypoi
 taken as ``to_json(normalize=True)`` output and scaled by the image size) or ``{"xy": [...], "conf": [...]}``;
 scores under ``keypoint_scores`` (MMPose), ``keypoints_scores``, ``kpt_scores`` or ``scores`` when the keypoints
 have only x, y (none at all: confidence 1); a track id under ``track_id`` (MMPose / Ultralytics tracking),
-``idx`` (AlphaPose tracking), ``track``, ``person_id`` or ``instance_id``. A bare ``(J, 2|3)`` list is a person too.
+``idx`` (AlphaPose tracking; the nested lists untracked AlphaPose writes there are not track ids), ``track``,
+``person_id`` or ``instance_id``. A bare ``(J, 2|3)`` list is a person too.
 
 **NumPy**: ``.npy`` = one track ``(N, J, 2|3)``, frames 0..N-1; ``.npz`` with the keypoints under ``keypoints``
 (or ``joint_2d``, ``keypoints_2d``, ``kp2d``, or a single array) ``(N, J, 2|3)``, optional ``confidence`` /
@@ -259,14 +260,8 @@ def _person(p: Any, where: str) -> tuple[np.ndarray, int | None, bool]:
     for key in _TRACK_KEYS:
         if key in p and p[key] is not None:
             value = p[key]
-            if key == "idx" and isinstance(value, list):
-                # AlphaPose without --pose_track writes idx as a nested list ([[0.0], [0.0]]): not a track id
-                # unless every entry is the same number.
-                flat = np.asarray(value, dtype=object).reshape(-1).tolist() if _ndim(value) >= 1 else []
-                numbers = {_number(v) for v in flat}
-                if len(numbers) != 1 or None in numbers:
-                    continue
-                value = numbers.pop()
+            if key == "idx" and isinstance(value, list) and (len(value) != 1 or isinstance(value[0], list)):
+                continue  # AlphaPose without --pose_track writes idx as a nested list ([[0.0], [0.0]]): no track id
             track = _number(value)
             if track is None:
                 raise KeypointsError(f"{where}: track id '{key}' = {p[key]!r} is not an integer")

@@ -15,7 +15,7 @@ def synthetic_data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     from motion.synthetic import generate_dataset
 
     folder = tmp_path_factory.mktemp("synthetic")
-    return generate_dataset(folder, seed=0, sequences={"train": 24, "validation": 6, "test": 6})
+    return generate_dataset(folder, seed=0, sequences={"train": 24, "validation": 6, "test": 6, "test_heldout": 2})
 
 
 # The small encoder every training test uses: SSR-STF-XS cut to 2 blocks, on 16-frame clips (the mesh clip length).

@@ -135,6 +135,15 @@ def test_alphapose_halpe26(tmp_path: Path) -> None:
     np.testing.assert_allclose(kp[7, :2], (halpe[18, :2] + halpe[19, :2]) / 2, atol=1e-3)  # spine
 
 
+def test_alphapose_untracked_nested_idx(tmp_path: Path) -> None:
+    """AlphaPose without --pose_track writes ``idx`` as a nested list: not a track id."""
+    dets = [{"image_id": f"{i}.jpg", "category_id": 1, "keypoints": coco_person(i).ravel().tolist(), "score": 2.0,
+             "box": [500.0, 180.0, 200.0, 360.0], "idx": [[0.0], [0.0]] if i % 2 else [[1.0], [3.0]]}
+            for i in range(6)]
+    tracks = kio.read_keypoints(write_json(tmp_path / "alphapose-results.json", dets), image_size=(W, H),
+                                largest=True)
+    assert len(tracks) == 1 and len(next(iter(tracks.values()))) == 6
+
 @pytest.mark.parametrize(("count", "name"), [(136, "Halpe-136"), (133, "COCO-WholeBody")])
 def test_wholebody_keypoints_rejected(tmp_path: Path, count: int, name: str) -> None:
     dets = [{"image_id": "0.jpg", "category_id": 1, "keypoints": [1.0, 2.0, 0.9] * count, "score": 1.0}]

@@ -33,7 +33,8 @@ from motion.synthetic_poses import (
 )
 
 BONES = np.array(H36M17.bones)  # (16, 2) parent, child
-COUNTS = {"train": 3, "validation": 2, "test": 2}
+COUNTS = {"train": 3, "validation": 2, "test": 2, "test_heldout": 2}
+SPLITS = tuple(COUNTS)
 
 
 def _standin_body(folder: Path) -> BodyModel:
@@ -93,7 +94,7 @@ def test_same_seed_same_data_different_seed_different(body: BodyModel, tmp_path:
     assert not np.allclose(a[0].betas, c[0].betas)
     assert a[0].n_frames != c[0].n_frames or not np.allclose(a[0].pose, c[0].pose)
     # files are byte-identical for the same seed
-    small = {"train": 1, "validation": 1, "test": 1}
+    small = {"train": 1, "validation": 1, "test": 1, "test_heldout": 1}
     p1 = generate_dataset(tmp_path / "a", 5, body, small, 60, 70)
     p2 = generate_dataset(tmp_path / "b", 5, body, small, 60, 70)
     for kind in ("mesh", "lifting"):
@@ -105,16 +106,17 @@ def test_same_seed_same_data_different_seed_different(body: BodyModel, tmp_path:
 
 def test_mesh_schema(dataset: dict) -> None:
     mesh = dataset["mesh"]
-    assert set(mesh) == {"train", "validation", "test", "meta"}
+    assert set(mesh) == {*SPLITS, "meta"}
     meta = mesh["meta"]
     assert meta["fps"] == 30.0 and meta["seed"] == 3 and "not 3DPW" in meta["note"]
     expect = {
         "joint_2d": ((17, 2), np.float32), "confidence": ((17, 1), np.float32), "joint_cam": ((17, 3), np.float32),
         "smpl_pose": ((72,), np.float64), "smpl_shape": ((10,), np.float64), "img_hw": ((2,), np.int64),
         "trans": ((3,), np.float64), "cam_intrinsics": ((3, 3), np.float64), "cam_extrinsics": ((3, 4), np.float64),
-        "joint_2d_gt": ((17, 2), np.float32),
+        "joint_2d_gt": ((17, 2), np.float32), "detector_keypoints": ((26, 3), np.float32), "occluded": ((26,), bool),
     }
-    for name in ("train", "validation", "test"):
+    sizes = {(s, l) for s, l in meta["resolutions"]} | {(l, s) for s, l in meta["resolutions"]}
+    for name in SPLITS:
         split = mesh[name]
         n = len(split["source"])
         assert n >= 60 * COUNTS[name]
@@ -122,24 +124,28 @@ def test_mesh_schema(dataset: dict) -> None:
             assert split[key].shape == (n, *shape), key
             assert split[key].dtype == dtype, key
             assert np.isfinite(split[key]).all(), key
-        for key in ("source", "action", "frame_action", "camera_name"):
+        for key in ("source", "action", "frame_action", "camera_name", "detector_format"):
             assert split[key].shape == (n,) and split[key].dtype.kind == "U", key
         assert len(_tracks(split["source"])) == COUNTS[name]  # frames of a track are contiguous
         assert len(set(split["source"].tolist())) == COUNTS[name]
         assert ((split["confidence"] >= 0) & (split["confidence"] <= 1)).all()
         hw = {tuple(x) for x in split["img_hw"].tolist()}
-        assert hw <= {(1080, 1920), (1920, 1080)}
+        assert hw <= sizes
+        assert set(split["detector_format"].tolist()) <= {"coco17", "halpe26"}
         assert np.abs(split["smpl_shape"]).max() <= 2.5
         for tr in _tracks(split["source"]):  # one shape per sequence
             assert (split["smpl_shape"][tr] == split["smpl_shape"][tr.start]).all()
-        assert set(split["frame_action"].tolist()) <= set(meta["primitives"])
+        assert set(split["frame_action"].tolist()) <= set(meta["split_primitives"][name])
+    held = set(meta["split_primitives"]["test_heldout"]) - {"idle"}
+    assert held and not held & set(mesh["train"]["frame_action"].tolist())  # the held-out family stays out
+    assert held & set(mesh["test_heldout"]["frame_action"].tolist())
 
 
 def test_lifting_schema(dataset: dict) -> None:
     lift, mesh = dataset["lifting"], dataset["mesh"]
-    assert set(lift) == {"train", "test", "meta"}
+    assert set(lift) == {"train", "test", "test_heldout", "meta"}
     sizes = lift["meta"]["camera_sizes"]
-    for name in ("train", "test"):
+    for name in ("train", "test", "test_heldout"):
         split = lift[name]
         n = len(split["source"])
         for key, shape in (("joint_2d", (17, 2)), ("confidence", (17, 1)), ("joint3d_image", (17, 3)),
@@ -183,11 +189,11 @@ def test_body_model_and_projection_reproduce_stored_joints(dataset: dict, body: 
     uv = uvw[..., :2] / uvw[..., 2:]
     assert np.abs(uv - split["joint_2d_gt"]).max() < 1e-2  # float32 storage
     err = np.linalg.norm(split["joint_2d"] - uv, axis=-1)
+    height = np.ptp(uv[..., 1], axis=1)[:, None]
     ok = split["confidence"][..., 0] > 0.3
-    assert 0.5 < np.median(err[ok]) < 8.0  # noisy, by a few pixels
-    # extremities are noisier than the torso
-    assert np.median(err[:, [3, 6, 13, 16]]) > np.median(err[:, [0, 1, 4, 7, 8]])
-    # confidence goes down as the error goes up; dropped joints have low confidence and are far off
+    # detections differ from the joint centres by landmark offsets and noise: a few % of the person's height
+    assert 0.005 < np.median((err / height)[ok]) < 0.06
+    # confidence goes down as the error goes up; missed joints have low confidence and are far off
     assert np.corrcoef(err.ravel(), split["confidence"].ravel())[0, 1] < -0.2
     low = split["confidence"][..., 0] < 0.2
     if low.any():
@@ -204,14 +210,14 @@ def test_motion_is_plausible(dataset: dict) -> None:
         d2 = np.abs(np.diff(rel, n=2, axis=0)).mean()
         assert d2 / d1 < 0.5
         # upright: head above pelvis (camera y points down)
-        assert (joints[:, 10, 1] < joints[:, 0, 1]).mean() > 0.95
+        assert (joints[:, 10, 1] < joints[:, 0, 1]).mean() > 0.8  # (bending to the floor puts the head low)
         # bone lengths nearly constant; regressed H36M joints move a little with skin deformation (deep squats)
         bones = _bone_lengths(joints)
         real = bones.mean(axis=0) > 0.01  # (a stand-in stick figure may put nose and head together)
         assert (bones.std(axis=0)[real] / bones.mean(axis=0)[real]).max() < 0.12
         assert np.median(bones.std(axis=0)[real] / bones.mean(axis=0)[real]) < 0.03
         # in front of the camera, at a sensible distance
-        assert (joints[..., 2] > 1.5).all() and (joints[:, 0, 2] < 12).all()
+        assert (joints[..., 2] >= 0.8).all() and (joints[:, 0, 2] < 17).all()
     # joint limits: SMPL knees (4, 5) flex one way only (+x), elbows (18, 19) only forward
     pose = split["smpl_pose"].reshape(-1, 24, 3)
     assert (pose[:, [4, 5], 0] >= 0).all() and np.abs(pose[:, [4, 5], 1:]).max() < 1e-6
@@ -221,7 +227,7 @@ def test_motion_is_plausible(dataset: dict) -> None:
     h, w = split["img_hw"][:, 0:1], split["img_hw"][:, 1:2]
     uv = split["joint_2d_gt"]
     inside = (uv[..., 0] >= 0) & (uv[..., 0] < w) & (uv[..., 1] >= 0) & (uv[..., 1] < h)
-    assert inside.mean() > 0.97
+    assert inside.mean() > 0.9  # some sequences are cut by the image border on purpose
 
 
 def test_lifting_2p5d_relation(dataset: dict) -> None:
@@ -248,7 +254,8 @@ def test_lifting_2p5d_relation(dataset: dict) -> None:
     true_len = _bone_lengths(cam_mm)
     real = true_len > 20.0  # (a stand-in stick figure may put nose and head together)
     rel = np.abs(_bone_lengths(mm)[real] / true_len[real] - 1)
-    assert np.median(rel) < 0.02 and np.percentile(rel, 90) < 0.05 and rel.max() < 0.3
+    # (cameras 2-15 m away with up to 120 degrees of field of view: near ones magnify off-plane joints more)
+    assert np.median(rel) < 0.06 and np.percentile(rel, 90) < 0.15 and rel.max() < 0.6
 
 
 def test_pose_channels_blend_and_limits() -> None:
@@ -297,7 +304,7 @@ def test_speed(body: BodyModel) -> None:
 def test_cli_writes_both_files_atomically(tmp_path: Path, body: BodyModel, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("motion.synthetic.load_body_model", lambda *_a, **_k: body)
     rc = main(["--out", str(tmp_path), "--seed", "1", "--sequences-train", "1", "--sequences-val", "1",
-               "--sequences-test", "1", "--frames-min", "60", "--frames-max", "61"])
+               "--sequences-test", "1", "--sequences-heldout", "1", "--frames-min", "60", "--frames-max", "61"])
     assert rc == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([MESH_FILE, LIFTING_FILE])  # no temp files left
     mesh = safe_load_pickle(tmp_path / MESH_FILE)
