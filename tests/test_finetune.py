@@ -32,7 +32,8 @@ def _data_args(synthetic: dict[str, Path]) -> list[str]:
 
 def _finetune(out: Path, name: str, synthetic: dict[str, Path], *extra: str) -> dict:
     args = ["--name", name, "--out-dir", str(out), *_data_args(synthetic), f"model.encoder={SMALL_ENCODER}",
-            "head.hidden_dim=128", "optim.batch_size=8", "optim.lr_backbone=0.001", "optim.lr_head=0.001", *extra]
+            "head.hidden_dim=128", "optim.batch_size=8", "optim.lr_backbone=0.001", "optim.lr_head=0.001",
+            "loss.norm=0", *extra]
     assert finetune(args) == 0
     return json.loads((out / name / "metrics.json").read_text())
 
@@ -42,9 +43,11 @@ def test_finetuning_beats_the_untrained_head_and_a_random_backbone(pretrained_en
                                                                     tmp_path: Path) -> None:
     """Three epochs (192 steps of 8 clips, about 100 s per run) from the pretrained backbone and from a random one.
 
-    Observed, validation MPVE per epoch: pretrained 225.7, 193.1, 138.6 mm (the head learns the global orientation
-    in epochs 2-3); random 226.2, 223.9, 224.6 mm (little more than the mean pose at this budget). Untrained: the
-    mean pose. Asserted: pretrained < 0.75 x untrained and < 0.85 x random.
+    Observed on the detector-faithful data (generator version 2): validation MPVE pretrained 248.6, 230.3, 226.4 mm;
+    random 278.1, 231.6, 237.0 mm; untrained: the mean pose. On MPVE the pretrained backbone's lead is small at
+    this budget; in following the motion of test tracks read back through mesh.infer it is large (R^2 of the
+    ground-truth motion: pretrained 0.46, random 0.03, untrained 0.00). Asserted: MPVE pretrained < 0.75 x
+    untrained and < random; R^2 pretrained > 0.3 and > random + 0.2, untrained < 0.05.
     """
     backbone = pretrained_encoder / "best.pt"
     untrained = _finetune(tmp_path, "untrained", synthetic_data, f"--backbone={backbone}", "loop.epochs=1",
@@ -55,7 +58,7 @@ def test_finetuning_beats_the_untrained_head_and_a_random_backbone(pretrained_en
     after = tuned["validation"]["summary"]["mpve_mm"]
     from_random = random["validation"]["summary"]["mpve_mm"]
     assert after < 0.75 * before, (before, after)
-    assert after < 0.85 * from_random, (after, from_random)
+    assert after < from_random, (after, from_random)
     assert tuned["test"]["summary"]["frames"] > 0 and tuned["synthetic"] is False  # explicit paths were given
     ckpt = read_checkpoint(tmp_path / "tuned" / "best.pt")
     assert ckpt["metadata"]["backbone"]["path"] == str(backbone)
@@ -64,9 +67,11 @@ def test_finetuning_beats_the_untrained_head_and_a_random_backbone(pretrained_en
     # Through the real readers: test tracks written as their detector would have (COCO / Halpe JSON), read back
     # and predicted by mesh.infer. The tuned model's per-frame joints follow the ground-truth motion; the
     # untrained one's do not (it gives the mean pose).
-    tuned_r2, untrained_r2 = (_motion_explained(tmp_path / name / "best.pt", synthetic_data["mesh"], tmp_path / name)
-                              for name in ("tuned", "untrained"))
+    tuned_r2, untrained_r2, random_r2 = (
+        _motion_explained(tmp_path / name / "best.pt", synthetic_data["mesh"], tmp_path / name)
+        for name in ("tuned", "untrained", "random"))
     assert tuned_r2 > 0.3 and untrained_r2 < 0.05, (tuned_r2, untrained_r2)
+    assert tuned_r2 > random_r2 + 0.2, (tuned_r2, random_r2)
 
 
 def _motion_explained(checkpoint: Path, mesh_file: Path, out: Path, tracks: int = 3) -> float:
@@ -148,7 +153,8 @@ def test_ddp_two_processes_match_one_process_on_the_same_global_batch(synthetic_
 
     a, b = row("one"), row("two")
     assert b["train_loss"] == pytest.approx(a["train_loss"], rel=1e-3)
-    assert b["val_mpve_mm"] == pytest.approx(a["val_mpve_mm"], rel=1e-3)
+    # (float sums differ between one process and a gloo all-reduce; six Adam steps amplify them to ~0.1 %)
+    assert b["val_mpve_mm"] == pytest.approx(a["val_mpve_mm"], rel=5e-3)
 
 
 def test_clear_errors(synthetic_data: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -29,13 +29,14 @@ def test_configs_validate_and_build(path: Path) -> None:
 def test_small_encoder_learns_lifting_far_below_the_mean_pose_baseline(pretrained_encoder: Path) -> None:
     """12 short epochs on 2 CPU cores: test P1 must end far below always predicting the mean training pose.
 
-    Observed: test P1 122.5 mm against a 228.5 mm baseline (P2 86.9 mm).
+    Observed on the detector-faithful data (generator version 2, track-box input): test P1 144.9 mm against a
+    194.4 mm baseline (on the earlier, easier data: 122.5 against 228.5 mm).
     """
     metrics = json.loads((pretrained_encoder / "metrics.json").read_text())
     p1, baseline = metrics["test"]["p1_mm"], metrics["baseline_mean_pose_p1_mm"]
-    assert p1 < 0.7 * baseline, (p1, baseline)
+    assert p1 < 0.8 * baseline, (p1, baseline)
     assert metrics["test"]["p2_mm"] < p1
-    assert metrics["best_validation"]["val_p1_mm"] < 0.75 * baseline
+    assert metrics["best_validation"]["val_p1_mm"] < 0.85 * baseline
     assert (pretrained_encoder / "best.pt").is_file()
     assert (pretrained_encoder / "log.csv").read_text().count("\n") == 13  # header + one row per epoch
 
