@@ -80,7 +80,16 @@ class BodyModel(nn.Module):
         buf("level_order", order, torch.long)
         buf("level_inverse", position, torch.long)
         # index of each (sorted) joint's parent within the previous level; 0 for the root (unused)
-        buf("level_parent", np.where(depth[order] > 0, position[data.parents[order]] - level_start, 0), torch.long)
+        parent_pos = np.where(depth[order] > 0, position[data.parents[order]] - level_start, 0)
+        buf("level_parent", parent_pos, torch.long)
+        # Per level, the parents as a slice of the previous level where they form one (SMPL: 7 of 8 levels; a
+        # single parent broadcasts): a view instead of a gather, and no scatter in backward.
+        self.level_slices: list[slice | None] = []
+        for start, end in itertools.pairwise(self.level_bounds[1:]):
+            p = parent_pos[start:end]
+            run = np.array_equal(p, np.arange(p[0], p[0] + len(p)))
+            self.level_slices.append(slice(int(p[0]), int(p[0]) + (len(p) if run else 1))
+                                     if run or (p == p[0]).all() else None)
         self.has_posedirs = data.posedirs is not None
         if data.posedirs is not None:
             # smplx layout: (9 * 23, V * 3)
@@ -234,8 +243,9 @@ class BodyModel(nn.Module):
         bottom = local.new_tensor([0.0, 0.0, 0.0, 1.0]).expand(*local.shape[:2], 1, 4)
         local_h = torch.cat([local, bottom], dim=-2)  # (n, 24, 4, 4)
         world = [local[:, :1]]
-        for start, end in itertools.pairwise(self.level_bounds[1:]):
-            world.append(world[-1][:, self.level_parent[start:end]] @ local_h[:, start:end])
+        for (start, end), sliced in zip(itertools.pairwise(self.level_bounds[1:]), self.level_slices, strict=True):
+            parent = world[-1][:, sliced] if sliced is not None else world[-1][:, self.level_parent[start:end]]
+            world.append(parent @ local_h[:, start:end])  # a one-joint parent slice broadcasts
         chain = torch.cat(world, dim=1)[:, self.level_inverse]  # (n, 24, 3, 4) world transforms, joint order
         posed = chain[..., 3]
         rest = (chain[..., :3] @ joints[..., None]).squeeze(-1)

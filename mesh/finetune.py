@@ -38,7 +38,7 @@ from mesh.checkpoint import load_mesh_model, save_mesh_model
 from mesh.data.mesh_data import MeshClips, MeshDataError, MeshSplit, flip_smpl_pose, read_mesh_split
 from mesh.evaluation import evaluate_mesh, get_protocol
 from mesh.head import HeadConfig
-from mesh.losses import LossWeights, loss_preset, mesh_loss
+from mesh.losses import LossWeights, loss_preset, mesh_loss, train_vertex_ids
 from mesh.model import MeshRecovery, pose_body
 from motion.checkpoint import CheckpointError, load_backbone
 from motion.config import ConfigError, load_config, to_dict
@@ -232,8 +232,6 @@ class MeshTask(Task):
         # Ground truth from the same body model, batched on the device. A clip whose shape is constant (3DPW, the
         # synthetic data) is blended once and skinned as one block: ~3x faster than per-frame betas.
         betas = shape[:, 0] if bool((shape == shape[:, :1]).all()) else shape
-        from mesh.losses import train_vertex_ids  # (lead: hoist to the module imports)
-
         # A fresh vertex subset per step from the step's generator (exact resume), the same for pred and gt; the
         # joints stay exact. None = full mesh (train_vertices 0, or edge/normal terms on).
         ids = train_vertex_ids(self.weights, self.body.num_vertices, gen)

@@ -152,8 +152,9 @@ def test_ddp_two_processes_match_one_process_on_the_same_global_batch(synthetic_
         return dict(zip(header.split(","), map(float, values.split(",")), strict=True))
 
     a, b = row("one"), row("two")
-    assert b["train_loss"] == pytest.approx(a["train_loss"], rel=1e-3)
-    # (float sums differ between one process and a gloo all-reduce; six Adam steps amplify them to ~0.1 %)
+    # (the head's dropout draws from each process's own stream, and float sums differ between one process and a
+    # gloo all-reduce: ~0.1 %; a wrong split of the global batch differs by far more)
+    assert b["train_loss"] == pytest.approx(a["train_loss"], rel=5e-3)
     assert b["val_mpve_mm"] == pytest.approx(a["val_mpve_mm"], rel=5e-3)
 
 

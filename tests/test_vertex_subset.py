@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 from pathlib import Path
 
@@ -221,3 +222,33 @@ def test_norm_term_equals_the_axis_angle_norm() -> None:
         axis = rotmat_to_axis_angle(rot)[..., (1 if scope == "body" else 0):, :]
         theta = torch.cat([axis.flatten(-2), betas[:, None].expand(-1, 3, -1)], dim=-1)
         assert math.isclose(terms["norm"], float(theta.norm(dim=-1).mean()), rel_tol=1e-5)
+
+
+def test_encoder_recompute_gives_the_same_gradients() -> None:
+    """``SSRSTF.recompute_blocks`` (training memory knob) changes memory, not results."""
+    torch.manual_seed(0)
+    encoder = build_encoder("ssrstf", {"variant": "XS", "depth": 2})
+    x = torch.randn(2, 5, 17, 3)
+    grads = []
+    for blocks in (0, 2):
+        encoder.recompute_blocks = blocks
+        encoder.zero_grad(set_to_none=True)
+        rep = encoder.get_representation(x)
+        rep.square().mean().backward()
+        grads.append({name: p.grad.clone() for name, p in encoder.named_parameters() if p.grad is not None})
+    assert grads[0].keys() == grads[1].keys() and len(grads[0]) > 10
+    for name, g in grads[0].items():
+        torch.testing.assert_close(grads[1][name], g, atol=1e-7, rtol=1e-5, msg=name)
+
+
+def test_empty_subset_poses_the_joints_only(bodies: dict[str, BodyModel]) -> None:
+    """The ``motionbert`` preset has no vertex term: the subset is empty and only the joints are posed."""
+    body = bodies["embedded"]
+    rot, betas = _pose(2, 3, seed=16), torch.randn(2, 10)
+    ids = train_vertex_ids(loss_preset("motionbert"), body.num_vertices)
+    full, sub = pose_body(body, rot, betas), pose_body(body, rot, betas, vertex_ids=ids)
+    assert sub.vertices.shape == (2, 3, 0, 3)
+    torch.testing.assert_close(sub.joints_h36m, full.joints_h36m, atol=2e-6, rtol=0)
+    gt = dataclasses.replace(full, vertices=full.vertices[..., ids, :], vertex_ids=ids)
+    _, terms = mesh_loss(sub, gt, loss_preset("motionbert"))
+    assert "vertex" not in terms and terms["joints"] < 1e-3
