@@ -126,7 +126,7 @@ LSP14 = JointSet(
 
 JOINT_SETS: dict[str, JointSet] = {s.name: s for s in (SMPL24, H36M17, COCO17, HALPE26, OPENPOSE18, LSP14)}
 
-# Evaluation subsets of H36M-17 (mesh_protocol.md §2). S14 drops pelvis, spine and nose (Pose2Mesh order).
+# Evaluation subsets of H36M-17 (docs/protocols.md, joint sets). S14 drops pelvis, spine and nose (Pose2Mesh order).
 H36M_EVAL_S14: tuple[int, ...] = (1, 2, 3, 4, 5, 6, 8, 10, 11, 12, 13, 14, 15, 16)
 # The same 14 joints in LSP order, named consistently with H36M17 above. SPIN/VIBE/WHAM write
 # [6,5,4,1,2,3,16,15,14,11,12,13,8,10] with their own side naming: the same set, so metrics agree.

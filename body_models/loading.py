@@ -217,7 +217,7 @@ def load_h36m_regressor(path: str | Path, num_vertices: int) -> np.ndarray:
 
 def load_spin_regressor(path: str | Path | None, num_vertices: int, smpl: str | Path | None = None
                         ) -> tuple[np.ndarray | None, str]:
-    """SPIN's (17, V) ``J_regressor_h36m.npy`` (the WHAM/GVHMR protocol's regressor, mesh_protocol.md §8.2).
+    """SPIN's (17, V) ``J_regressor_h36m.npy`` (the WHAM/GVHMR protocol's regressor, docs/protocols.md).
 
     Lookup: ``path`` > ``J_regressor_h36m.npy`` next to the neutral model file found from ``smpl`` (or
     ``$SMPL_MODEL_DIR``), or in that folder itself. The embedded default has no SPIN regressor.

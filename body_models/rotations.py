@@ -3,7 +3,7 @@
 Conventions:
 - rotation matrices act on column vectors: ``x' = R @ x``;
 - axis-angle ("rotvec") is the axis scaled by the angle in radians;
-- **6D uses SPIN's column layout** (mesh_protocol.md §6.5): the 6 numbers are the first two *columns* of R,
+- **6D uses SPIN's column layout** (docs/protocols.md, the SMPL head): the 6 numbers are the first two *columns* of R,
   interleaved row-major as ``[R00, R01, R10, R11, R20, R21]``, i.e. ``R[..., :, :2].reshape(..., 6)``. This is the
   layout of SPIN's ``smpl_mean_params.npz`` and MotionBERT's head, and differs from PyTorch3D's
   ``matrix_to_rotation_6d`` (first two rows).

@@ -7,7 +7,7 @@ Written atomically, read with ``weights_only=True``; the file rebuilds its own n
 
 :func:`load_mesh_model` also reads MotionBERT's released mesh fine-tuning checkpoints (``best_epoch.bin``:
 ``{epoch, lr, optimizer, model: {'module.backbone.*' (DSTformer), 'module.head.*' (SMPLRegressor)}, best_jpe}``,
-mesh_protocol.md §9): the DSTformer sizes are read off the tensor shapes, the head is ``SMPLHead(norm='batch')``
+docs/protocols.md): the DSTformer sizes are read off the tensor shapes, the head is ``SMPLHead(norm='batch')``
 with ``hidden_dim`` from ``head.fc1.weight``, and the SMPL model the file embeds (``head.smpl.*``) is ignored apart
 from its vertex count.
 """
@@ -41,7 +41,7 @@ MESH_VERSION = 1
 MOTIONBERT_MESH_FORMAT = "motionbert/mesh"  # the format tag given to a loaded MotionBERT file (it carries none)
 _MB_SMPL = "head.smpl."  # MotionBERT's head embeds smplx's SMPL module: its buffers are in the state dict
 _MB_HEAD_DROPOUT = 0.1  # MotionBERT's mesh configs (no effect in eval mode)
-_MB_CLIP_LEN = 16  # MotionBERT's mesh fine-tuning clip length (mesh_protocol.md §9)
+_MB_CLIP_LEN = 16  # MotionBERT's mesh fine-tuning clip length (docs/protocols.md, fine-tuning recipe)
 
 
 def save_mesh_model(path: str | Path, model: MeshRecovery, arch: str, metadata: dict[str, Any],

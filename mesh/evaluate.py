@@ -1,7 +1,7 @@
 """Evaluate a mesh model: ``python -m mesh.evaluate --checkpoint runs/NAME/best.pt --data FILE``.
 
 Reports MPVE, MPJPE and PA-MPJPE (S14 or LSP-14), PA-MPVE, the 17-joint variants and the acceleration error, under
-a named protocol (``--protocol motionbert|full-sequence``, mesh_protocol.md §8) whose every switch can be changed
+a named protocol (``--protocol motionbert|full-sequence``, docs/protocols.md) whose every switch can be changed
 (``--set root=midhip flip=false regressor=spin ...``) and is written into every report. Joint regressor
 (``regressor=pose2mesh|spin``): 'pose2mesh' (motionbert) is the body model's own H36M regressor (Pose2Mesh's
 ``J_regressor_h36m_correct`` for real SMPL); 'spin' (full-sequence) is SPIN's ``J_regressor_h36m.npy`` from

@@ -1,4 +1,4 @@
-"""Mesh evaluation under named protocols (mesh_protocol.md §8); the trainer's validation calls the same code.
+"""Mesh evaluation under named protocols (docs/protocols.md); the trainer's validation calls the same code.
 
 Protocols (every switch is a field, and every report states them):
 

@@ -1,7 +1,7 @@
 """Export one person track's predictions: an ``.npz`` of SMPL parameters, per-frame ``.obj``/``.ply`` meshes, one
 animated ``.glb`` (skinned, imports into Blender as an armature action) and an optional ``.bvh`` skeleton.
 
-Conventions (ARCHITECTURE.md): metres; parameters and joints in the **camera frame** (x right, y down, z forward),
+Conventions (README, Architecture): metres; parameters and joints in the **camera frame** (x right, y down, z forward),
 root-relative (the H36M pelvis at the origin), exactly as :func:`mesh.inference.predict_track` returns them.
 
 The ``.npz`` result file (:class:`MeshResult`, read back with :func:`load_result`):

@@ -3,7 +3,7 @@
 The encoder comes from ``--backbone`` (its architecture and sizes are read from the file; MotionBERT checkpoints
 work too), or is built randomly from ``model.arch`` / ``model.encoder`` without one. With no config and no data
 paths, the run uses the embedded synthetic data (generated on first use) and says so; ``configs/mesh/pw3d.yaml``
-follows the MotionBERT-comparable 3DPW recipe (mesh_protocol.md §9) with model selection on 3DPW's **validation**
+follows the MotionBERT-comparable 3DPW recipe (docs/protocols.md) with model selection on 3DPW's **validation**
 split, never the test split.
 
 Training mixes the datasets of ``data.train`` inside each epoch (``weight`` = passes per epoch, ``epochs`` = only

@@ -1,4 +1,4 @@
-"""The SMPL regression head (MotionBERT's ``SMPLRegressor`` layout, mesh_protocol.md §6), improvements behind flags.
+"""The SMPL regression head (MotionBERT's ``SMPLRegressor`` layout, docs/protocols.md), improvements behind flags.
 
 Per frame, the 17 x C joint features go through ``fc1 -> norm -> ReLU -> head_pose`` to 24 6D rotations added to
 the mean pose; per clip, the time-averaged features go through ``fc2 -> norm -> ReLU -> head_shape`` to 10 betas
@@ -7,7 +7,7 @@ prediction is the mean pose and shape. Parameter names follow MotionBERT's (``fc
 ``init_pose``...).
 
 Flag ``norm``: ``'batch'`` is MotionBERT's BatchNorm1d (crashes at batch 1 in training; running statistics follow
-the last dataset, §6.9); ``'layer'`` (default) normalises per sample and has neither problem.
+the last dataset); ``'layer'`` (default) normalises per sample and has neither problem.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@
         [--smooth none|one-euro]
         [--meshes none|obj|ply] [--no-render] [--device auto]
 
-What it fixes relative to MotionBERT's ``infer_wild_mesh.py`` (mesh_protocol.md §10.1, §11):
+What it fixes relative to MotionBERT's ``infer_wild_mesh.py`` (docs/protocols.md, in-the-wild inference):
 
 - **any detector**: COCO-17 (MMPose, RTMPose, Ultralytics YOLO-pose), Halpe-26 (AlphaPose) and H36M-17 arrays, read
   by :mod:`mesh.keypoints_io` (its docstring lists the accepted layouts);

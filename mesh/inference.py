@@ -5,7 +5,7 @@ are the weighted mean over the windows that contain it (weights: ``'uniform'``, 
 window's centre, so overlapping windows cross-fade instead of jumping at boundaries). Rotations are averaged as
 matrices and projected back onto SO(3) (a chordal mean); betas are averaged per frame.
 
-Flip test (mesh_protocol.md §4.10): the mirrored input is predicted, its pose is mirrored back (``M R M`` with
+Flip test (docs/protocols.md, flip): the mirrored input is predicted, its pose is mirrored back (``M R M`` with
 left/right joints swapped), the body model is re-run, and vertices/joints are averaged with the unflipped ones.
 """
 
@@ -46,7 +46,7 @@ def mirror_rotmats(rotmats: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def predict_clips(model: MeshRecovery, x: torch.Tensor, flip_test: bool) -> MeshOutput:
-    """Predict clips ``x (B, T, 17, 3)``; with ``flip_test``, average with the mirrored prediction (§4.10)."""
+    """Predict clips ``x (B, T, 17, 3)``; ``flip_test``: average with the mirrored prediction (docs/protocols.md)."""
     if not flip_test:
         return model(x)
     # One network pass over both inputs (a larger batch runs faster on CPU); only the mirrored-back pose goes

@@ -1,4 +1,4 @@
-"""Mesh-recovery training losses (mesh_protocol.md §7), every weight in the config.
+"""Mesh-recovery training losses (docs/protocols.md, losses), every weight in the config.
 
 Position terms are computed in **millimetres** on pelvis-centred vertices/joints, as MotionBERT does, so that its
 weights keep their balance: ``0.5 joints + 10 velocity + 1000 pose + 1 shape + 20 norm`` is the ``motionbert``

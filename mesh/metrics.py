@@ -1,4 +1,4 @@
-"""Mesh-recovery metrics as pure functions (mesh_protocol.md §8): per-frame values, the caller averages.
+"""Mesh-recovery metrics as pure functions (docs/protocols.md): per-frame values, the caller averages.
 
 Inputs are tensors ``(..., V, 3)`` / ``(..., J, 3)`` in any unit (the evaluator uses metres and reports mm), already
 centred on the protocol's root. Joint-error helpers come from ``motion.metrics`` (one implementation).

@@ -1,6 +1,6 @@
 """Offscreen mesh rendering and videos: predicted (and ground-truth) meshes, side by side or overlaid, with an optional
-2D-keypoint panel, written to mp4. Replaces MotionBERT's matplotlib ``plot_trisurf`` (~1 fps, mesh_protocol.md §10.2,
-§11 #6) with OpenGL.
+2D-keypoint panel, written to mp4. Replaces MotionBERT's matplotlib ``plot_trisurf`` (~1 fps; docs/protocols.md,
+in-the-wild inference) with OpenGL.
 
 Backend: a headless OpenGL 3.3 core context (EGL first, OSMesa as fallback; Mesa's llvmpipe software rasteriser runs
 everywhere) and a **minimal GL pipeline of our own**: one vertex buffer per mesh slot, re-filled in place every frame

@@ -1,6 +1,6 @@
 """Lifting evaluation: P1 (MPJPE) and P2 (Procrustes-aligned MPJPE) in mm, per action, with test-time flip.
 
-Protocol (spec/ssrstf.md §8.1, as MotionBERT): predictions are root-relative in the normalised frame; they are
+Protocol (docs/encoder.md, pretraining, as MotionBERT): predictions are root-relative in the normalised frame; they are
 scaled to pixels (``w / 2``) and to mm (``2.5d_factor``) and compared with the root-relative ``joints_2.5d_image``.
 Each frame's error is averaged over the clips that contain it, then over the frames of an action, then over actions.
 """

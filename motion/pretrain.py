@@ -1,7 +1,7 @@
 """Pretrain a motion encoder on 2D->3D pose lifting: ``python -m motion.pretrain --config configs/motion/xs.yaml``.
 
 Data: a lifting pickle in MotionBERT's H36M schema (``data.path``), or the synthetic data (generated on first use)
-when ``data.path`` is null. Recipe (spec/ssrstf.md §8.1): clips of T frames (train stride T/3, evaluation stride T),
+when ``data.path`` is null. Recipe (docs/encoder.md): clips of T frames (train stride T/3, evaluation stride T),
 random horizontal flips, root-relative targets, loss ``MPJPE + 0.5 N-MPJPE + 20 velocity``, AdamW with per-epoch lr
 decay. Model selection uses a **validation** split held out from the training tracks (never the test split); the test
 split is evaluated once, with the best checkpoint, at the end.

@@ -2,9 +2,9 @@
 
 Run ``python -m motion.synthetic --out data/synthetic [--seed 0]``. It writes
 
-- ``mesh_synthetic.pkl``: like MotionBERT's ``mesh_det_pw3d.pkl`` (``mesh_protocol.md`` §4.1-4.2), splits
+- ``mesh_synthetic.pkl``: like MotionBERT's ``mesh_det_pw3d.pkl`` (docs/protocols.md, data schema), splits
   ``train`` / ``validation`` / ``test`` plus ``meta``;
-- ``h36m_synthetic.pkl``: like MotionBERT's ``h36m_sh_conf_cam_source_final.pkl`` (``ssrstf.md`` §8.1), splits
+- ``h36m_synthetic.pkl``: like MotionBERT's ``h36m_sh_conf_cam_source_final.pkl`` (docs/encoder.md, pretraining), splits
   ``train`` / ``test`` (the same sequences as the mesh file's train / test splits) plus ``meta``.
 
 Each sequence: a person (betas ~ N(0, 1) clipped to +-2.5) performing a chain of blended motion primitives
@@ -422,7 +422,7 @@ def _halpe_layout(s: SyntheticSequence) -> np.ndarray:
 
 
 def lifting_split(seqs: list[SyntheticSequence]) -> dict[str, np.ndarray]:
-    """Per-frame arrays in the ``h36m_sh_conf_cam_source_final.pkl`` schema (``ssrstf.md`` §8.1), N = total frames.
+    """Per-frame arrays in the ``h36m_sh_conf_cam_source_final.pkl`` schema (docs/encoder.md), N = total frames.
 
     Keys: joint_2d (N,17,2) f32 noisy px; confidence (N,17,1) f32; joint3d_image (N,17,3) f32;
     joints_2.5d_image (N,17,3) f32 mm; 2.5d_factor (N,) f32 mm/px; camera_name, source, action (N,) str

@@ -1,7 +1,7 @@
 """Mesh-recovery data in one schema: MotionBERT's ``mesh_det_*.pkl``, converted 3DPW, and the synthetic data.
 
 A file is ``{'train': {...}, 'test': {...}[, 'validation': {...}][, 'meta': {...}]}`` of per-frame arrays with frames
-of a track contiguous (mesh_protocol.md §4): ``joint_2d`` (N, 17, 2) pixels, ``confidence`` (N, 17[, 1]) (absent: 1),
+of a track contiguous (docs/protocols.md): ``joint_2d`` (N, 17, 2) pixels, ``confidence`` (N, 17[, 1]) (absent: 1),
 ``smpl_pose`` (N, 72) axis-angle with the global orientation in the camera frame, ``smpl_shape`` (N, 10), ``source``
 (N,) track ids; optional ``gender`` (N,) ('m'/'f', for the gendered protocol).
 
@@ -133,7 +133,7 @@ def read_mesh_split(path: str | Path, split: str, res: tuple[int, int] | list[in
 
 def flip_smpl_pose(pose: torch.Tensor) -> torch.Tensor:
     """Mirror SMPL axis-angle poses ``(..., 72)`` across the camera's x = 0 plane: (x, -y, -z) per joint, then
-    swap the left/right joints (mesh_protocol.md §4.10)."""
+    swap the left/right joints (docs/protocols.md, flip)."""
     aa = flip_axis_angle(pose.reshape(*pose.shape[:-1], 24, 3))
     return aa[..., _SMPL_FLIP, :].reshape(pose.shape)
 

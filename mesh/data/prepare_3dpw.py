@@ -1,4 +1,4 @@
-"""Convert the official 3DPW release to the project's mesh schema (``mesh_det_pw3d.pkl``, mesh_protocol.md §4.2).
+"""Convert the official 3DPW release to the project's mesh schema (``mesh_det_pw3d.pkl``, docs/protocols.md).
 
 Usage::
 
@@ -16,7 +16,7 @@ per-frame arrays, frames of a track contiguous and in temporal order:
   ``body_models.convert_keypoints`` (pelvis = mid-hip, thorax = neck, spine = midway, head = mid-ear);
 - ``confidence`` (N, 17, 1) float32, OpenPose scores (a derived joint gets the lowest score of its sources);
 - ``joint_cam`` (N, 17, 3) float32, metres: H36M-17 joints of the ground-truth mesh in the camera frame, from the
-  body model named in ``meta['body_model']`` (not used by the mesh code, §4.9);
+  body model named in ``meta['body_model']`` (not used by the mesh code);
 - ``smpl_pose`` (N, 72) float64 axis-angle, radians, global orientation in the camera frame (``R_c @ R_world``);
 - ``smpl_shape`` (N, 10) float64, the first 10 betas (some releases store more);
 - ``trans`` (N, 3) float64, metres, camera-frame SMPL translation (see :func:`world_to_camera`);
@@ -37,7 +37,7 @@ Rules (also written to ``meta``):
 - **Image size**: from the first ``.jpg`` in ``imageFiles/<sequence>/`` when present (PIL if installed, else the
   JPEG SOF marker), otherwise from ``cam_intrinsics``: ``w = 2 cx``, ``h = 2 cy``, each snapped to 1080 or 1920
   (the only sizes in the release). ``meta['img_hw_source']`` says which, per sequence. The 2D normalisation of the
-  protocol uses a fixed 1920 x 1920 anyway (``meta['normalisation_res']``, §4.6).
+  protocol uses a fixed 1920 x 1920 anyway (``meta['normalisation_res']``; docs/protocols.md, 2D normalisation).
 - **Body model**: the neutral model (``--smpl`` if given, else the embedded open default) for ``joint_cam`` and for
   the root joint used by the translation conversion; ``--gendered`` uses the actor's male / female model from the
   ``--smpl`` folder instead (3DPW's fits are gendered). Which one is recorded in ``meta``.
@@ -78,7 +78,7 @@ from body_models.rotations import axis_angle_to_rotmat, rotmat_to_axis_angle
 
 SPLITS = ("train", "validation", "test")
 FPS = 30
-NORMALISATION_RES = (1920, 1920)  # fixed 3DPW normalisation of the protocol (mesh_protocol.md §4.6)
+NORMALISATION_RES = (1920, 1920)  # fixed 3DPW normalisation of the protocol (docs/protocols.md, 2D normalisation)
 IMAGE_SIDES = (1080, 1920)  # the release's images are 1080 x 1920 (portrait) or 1920 x 1080
 FORMAT = "mesh_det_pw3d/prepare_3dpw/v1"
 _CHUNK = 512  # frames per body-model call (bounds memory at 6890 vertices)

@@ -1,6 +1,6 @@
 """Cutting per-frame arrays into fixed-length clips that never cross a track boundary.
 
-Unlike MotionBERT's ``split_clips`` (mesh_protocol.md §4.8), no frame is dropped: the tail of a track gets one extra
+Unlike MotionBERT's ``split_clips`` (docs/protocols.md, clips), no frame is dropped: the tail of a track gets one extra
 window aligned to its end, tracks shorter than a clip are stretched by repeating frames evenly, and the last track
 is handled like any other. Evaluation averages each frame's predictions over the clips that contain it, so
 overlapping tail windows and repeated frames do not bias per-frame metrics.

@@ -1,6 +1,6 @@
 """The 2D->3D lifting data: MotionBERT's H36M pickle schema (``h36m_sh_conf_cam_source_final.pkl``) and clips of it.
 
-Schema (spec/ssrstf.md §8.1): ``{'train': {...}, 'test': {...}}`` of per-frame arrays: ``joint_2d`` (N, 17, 2)
+Schema (docs/encoder.md, pretraining): ``{'train': {...}, 'test': {...}}`` of per-frame arrays: ``joint_2d`` (N, 17, 2)
 pixels, ``confidence`` (N, 17[, 1]) (absent in the CPN file: 1), ``joint3d_image`` (N, 17, 3), ``joints_2.5d_image``
 (N, 17, 3) mm, ``2.5d_factor`` (N,), ``camera_name`` (N,), ``source`` (N,), ``action`` (N,). The synthetic generator
 writes the same schema, with its camera sizes in a top-level ``meta`` entry.

@@ -1,7 +1,7 @@
 """MotionBERT's DSTformer backbone, state-dict compatible with its released checkpoints.
 
 Re-implementation of ``lib/model/DSTformer.py`` (Walter0807/MotionBERT) as instantiated by the mesh configs
-(``spec/mesh_protocol.md`` §5, ``spec/ssrstf.md`` §6): same module names, parameter shapes, state-dict key order,
+(``docs/protocols.md``, ``docs/encoder.md``): same module names, parameter shapes, state-dict key order,
 initialisation and arithmetic, with attention computed by ``scaled_dot_product_attention`` and tensors kept as
 ``(B, T, J, C)`` instead of MotionBERT's ``(B*T, J, C)`` (the same computation, reshaped).
 

@@ -121,7 +121,7 @@ def count_macs(model: nn.Module, T: int, num_joints: int | None = None, dim_in: 
     """Multiply-accumulates of one forward pass on a (1, T, J, dim_in) clip (MACs = FLOPs / 2).
 
     Counted with ``torch.utils.flop_counter.FlopCounterMode`` (matmuls, convolutions, attention; element-wise ops
-    are free), as in ``spec/ssrstf.md`` §7.3. Runs on the model's device and dtype, in eval mode, without grad.
+    are free), as in docs/encoder.md, sizes. Runs on the model's device and dtype, in eval mode, without grad.
     """
     cfg = getattr(model, "config", None)
     J = num_joints if num_joints is not None else getattr(cfg, "num_joints", 17)

@@ -1,4 +1,4 @@
-"""SSR-STF motion encoder (reconstruction of arXiv:2412.19676; see ``spec/ssrstf.md``).
+"""SSR-STF motion encoder (reconstruction of arXiv:2412.19676; see ``docs/encoder.md``).
 
 A dual-stream encoder for 2D keypoint sequences ``(B, T, J=17, 3)``:
 
@@ -11,7 +11,7 @@ A dual-stream encoder for 2D keypoint sequences ``(B, T, J=17, 3)``:
 The model has no parameter whose shape depends on T (except the optional, off-by-default temporal embedding), so
 one set of weights runs at any clip length, including clips shorter than the temporal kernel (zero padding).
 
-State-dict names follow ``spec/ssrstf.md`` §5.6 (MotionAGFormer-like):
+State-dict names follow ``docs/encoder.md`` (MotionAGFormer-like):
 ``joints_embed``, ``pos_embed``, [``temp_embed``], ``layers.{i}.{att_spatial,att_temporal,ssr_spatial,ssr_temporal,
 fusion}``, ``norm``, ``rep_logit.fc``, ``head``.
 """
@@ -48,7 +48,7 @@ __all__ = [
 ]
 
 # Nominal kernel k -> (local kernel 2d-1, dilated kernel k_d, dilation d), from LSKA's reference code
-# (spec §5.4.1): (2d-1) + (k_d-1)*d = k. k=3 is not in LSKA; spec §5.5 makes it a single 3-tap depthwise conv
+# (docs/encoder.md, architecture): (2d-1) + (k_d-1)*d = k. k=3 is not in LSKA; here it is a single 3-tap depthwise conv
 # with no dilated stage (k_d = 0 below). k=1 means "this axis has no convolution at all".
 LSKA_KERNELS: dict[int, tuple[int, int, int]] = {
     1: (1, 0, 1),
@@ -61,10 +61,10 @@ LSKA_KERNELS: dict[int, tuple[int, int, int]] = {
     53: (5, 17, 3),
 }
 
-# Extent of the 2->2 selective-mask convolution along each active axis (spec §5.4.3).
+# Extent of the 2->2 selective-mask convolution along each active axis (docs/encoder.md, architecture).
 MASK_KERNEL = 7
 
-# Variant table (spec §7.1): depth N, width C, temporal kernel k_t, spatial kernel k_s, reference clip length T.
+# Variant table (docs/encoder.md): depth N, width C, temporal kernel k_t, spatial kernel k_s, reference clip length T.
 VARIANTS: dict[str, dict[str, int]] = {
     "XS": {"depth": 12, "dim": 64, "kernel_t": 11, "kernel_s": 7, "seq_len": 27},
     "S": {"depth": 26, "dim": 64, "kernel_t": 23, "kernel_s": 7, "seq_len": 81},
@@ -141,10 +141,10 @@ def check_config_types(cfg: Any) -> None:
 
 @dataclass
 class SSRSTFConfig:
-    """Configuration of the SSR-STF encoder (every flag of ``spec/ssrstf.md`` §11 that concerns the network).
+    """Configuration of the SSR-STF encoder (every network flag of docs/encoder.md, open choices).
 
     ``depth``, ``dim``, ``kernel_t``, ``kernel_s`` and ``seq_len`` default to ``None`` and are then filled from
-    ``variant`` (spec §7.1); any of them may be overridden. ``seq_len`` is the variant's reference clip length
+    ``variant`` (docs/encoder.md); any of them may be overridden. ``seq_len`` is the variant's reference clip length
     (27/81/243): it is used for training and MAC counting only, never for a weight shape.
     """
 
@@ -337,7 +337,7 @@ class MetaFormerBlock(nn.Module):
 class STFormerBlock(MetaFormerBlock):
     """STFormer sub-block: MetaFormer block with spatial or temporal attention (``qkv`` without bias by default).
 
-    Parameters: ``12C^2 + 12C`` at ``mlp_ratio=4`` (spec §5.7).
+    Parameters: ``12C^2 + 12C`` at ``mlp_ratio=4`` (docs/encoder.md, architecture).
     """
 
     def __init__(
@@ -360,7 +360,7 @@ class STFormerBlock(MetaFormerBlock):
 def _depthwise(dim: int, kernel: int, dilation: int, axis: str) -> nn.Module:
     """Depthwise 1-D conv along the frame (``axis='t'``, height) or joint (``'s'``, width) axis of (B, C, T, J).
 
-    Zero "same" padding ``d(k-1)/2``, so clips shorter than the kernel still work (spec §9).
+    Zero "same" padding ``d(k-1)/2``, so clips shorter than the kernel still work (docs/encoder.md, input and output).
     """
     if kernel <= 1:
         return nn.Identity()
@@ -371,7 +371,7 @@ def _depthwise(dim: int, kernel: int, dilation: int, axis: str) -> nn.Module:
 
 
 class SSRA(nn.Module):
-    """Skeleton selective refine attention (spec §5.4.3): a token mixer ``(B, T, J, C) -> (B, T, J, C)``.
+    """Skeleton selective refine attention (docs/encoder.md): a token mixer ``(B, T, J, C) -> (B, T, J, C)``.
 
     Treats the clip as a T x J image ``X`` (B, C, T, J)::
 
@@ -425,7 +425,7 @@ class SSRA(nn.Module):
             self.proj_attn = nn.Conv2d(dim, dim, 1)
         self.proj_out = nn.Conv2d(dim, dim, 1)
 
-        # Non-persistent buffers: they follow .to(device) but stay out of the state dict (§5.6 layout).
+        # Non-persistent buffers: they follow .to(device) but stay out of the state dict (the docs/encoder.md layout).
         self.joint_perm: torch.Tensor | None
         self.joint_perm_inv: torch.Tensor | None
         if joint_perm is not None and kernel_s > 1:
@@ -442,7 +442,7 @@ class SSRA(nn.Module):
         Computed channels-last: tensors stay ``(B, T, J, C)`` contiguous, the 1x1 convolutions run as ``linear``
         on the last axis, and the depthwise/mask convolutions see the ``(B, C, T, J)`` permuted *view*, which is
         ``channels_last`` memory, so oneDNN runs its NHWC depthwise kernels on it and returns channels-last
-        outputs (no layout copies). Same arithmetic as the NCHW formulation of the spec (§5.4.3), which ran the
+        outputs (no layout copies). Same arithmetic as the NCHW formulation of the spec (docs/encoder.md), which ran the
         depthwise convolutions through ``slow_conv2d`` and was 2 to 20x slower per convolution on CPU.
         """
         if self.joint_perm is not None:
@@ -488,7 +488,7 @@ class SSRFormerBlock(MetaFormerBlock):
 
     ``SSR_s = SSRFormerBlock(C, 1, k_s)``, ``SSR_t = SSRFormerBlock(C, k_t, 1)``; the plane layouts use
     ``SSRFormerBlock(C, k_t, k_s)``. Parameters (selective, mlp_ratio 4): ``11.5C^2 + 23C + 30`` for ``SSR_s``
-    with k_s=7, ``11.5C^2 + 29C + 30`` for ``SSR_t`` with k_t=23 (spec §5.7).
+    with k_s=7, ``11.5C^2 + 29C + 30`` for ``SSR_t`` with k_t=23 (docs/encoder.md, architecture).
     """
 
     def __init__(
@@ -524,7 +524,7 @@ class SSRSTFBlock(nn.Module):
     (MotionAGFormer builds an unused one; we do not, so no parameter is left without gradient).
 
     In the plane layouts the sub-blocks keep the names ``ssr_spatial`` (first) and ``ssr_temporal`` (second,
-    absent for ``'plane1'``) so that every layout shares the §5.6 state-dict naming.
+    absent for ``'plane1'``) so that every layout shares the state-dict naming of docs/encoder.md.
     """
 
     def __init__(self, cfg: SSRSTFConfig) -> None:
@@ -599,10 +599,10 @@ class SSRSTF(nn.Module):
     """SSR-STF encoder with 3D-pose head.
 
     Input ``x``: (B, T, J, dim_in) 2D keypoints ``(u, v, conf)`` in H36M-17 order, normalised to [-1, 1]
-    (``spec/ssrstf.md`` §3). Any T >= 1 works with the same weights; the device and dtype follow the input.
+    (docs/encoder.md, input and output). Any T >= 1 works with the same weights; the device and dtype follow the input.
 
     The embedding (``joints_embed`` + ``pos_embed`` [+ ``temp_embed``]) is the method :meth:`embed`, not a
-    sub-module, to keep the §5.6 top-level state-dict names.
+    sub-module, to keep the top-level state-dict names of docs/encoder.md.
 
     Temporal embedding (``temporal_pos_embed=True``, off by default): a ``(1, max_len, 1, C)`` parameter sliced to
     the first T slots, as MotionBERT's ``temp_embed``. Clips longer than ``max_len`` raise ``ValueError`` (no
