@@ -29,8 +29,10 @@ from motion.checkpoint import (
     CheckpointError,
     atomic_torch_save,
     dstformer_config_from_state,
+    float32_state,
     load_state_strict,
     read_checkpoint,
+    resolve_model_path,
     unwrap_state_dict,
 )
 from motion.config import ConfigError, from_dict
@@ -72,6 +74,7 @@ def load_mesh_model(path: str | Path, body: BodyModel | None = None, map_locatio
         CheckpointError: missing/corrupt file, not a mesh checkpoint (e.g. an encoder backbone), a body model whose
             vertex count differs from the one the network was trained with, or weights that do not fit.
     """
+    path = resolve_model_path(path)
     obj = read_checkpoint(path, map_location="cpu")
     fmt = obj.get("format")
     if fmt is None:
@@ -91,6 +94,7 @@ def load_mesh_model(path: str | Path, body: BodyModel | None = None, map_locatio
     if trained_v is not None and trained_v != body.num_vertices:
         raise CheckpointError(f"{path}: trained with a {trained_v}-vertex body model "
                               f"({obj['metadata'].get('body_model')}), but the given one has {body.num_vertices}")
+    obj["state_dict"] = float32_state(obj["state_dict"])  # release files store float16 weights
     num_betas = obj["state_dict"]["head.init_shape"].shape[-1]
     placeholder = MeanParams(pose6d=np.zeros((24, 6)), betas=np.zeros(num_betas), source="checkpoint")
     model = MeshRecovery(encoder, body, placeholder, head_cfg)

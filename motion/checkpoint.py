@@ -30,6 +30,14 @@ BACKBONE_FORMAT = "ssrstf-toolkit/backbone"
 FORMAT_VERSION = 1
 _WRAPPERS = ("model_pos", "model", "state_dict", "backbone")
 
+# The trained open models shipped with the repository (models/README.md is their model card).
+SHIPPED_MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
+SHIPPED_ENCODER = SHIPPED_MODELS_DIR / "ssrstf.pt"
+SHIPPED_MESH_MODEL = SHIPPED_MODELS_DIR / "ssrstf_mesh.pt"
+# Release files store weight matrices in float16 (half the size; loading casts back to float32); tensors smaller
+# than this stay float32 (norm scales, small biases, the mean body shape: little size to gain, and no rounding).
+RELEASE_FP16_MIN_ELEMENTS = 256
+
 
 class CheckpointError(ValueError):
     """A checkpoint file is missing, corrupt, of another kind, or does not fit the model: one line naming it."""
@@ -83,6 +91,42 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path}: expected a dict checkpoint, found {type(obj).__name__}")
     return obj
+
+
+def resolve_model_path(path: str | Path) -> Path:
+    """``path`` as given when it exists; a bare file name that does not exist is looked up in the shipped
+    ``models/`` folder (so ``--backbone ssrstf.pt`` finds ``models/ssrstf.pt`` from anywhere)."""
+    path = Path(path)
+    if not path.exists() and path.parent == Path(".") and (SHIPPED_MODELS_DIR / path.name).is_file():
+        return SHIPPED_MODELS_DIR / path.name
+    return path
+
+
+def export_release(src: str | Path, dst: str | Path, release: dict[str, Any]) -> dict[str, Any]:
+    """Write a release copy of a backbone or mesh checkpoint: no optimiser state, weight matrices in float16.
+
+    Args:
+        src: a checkpoint written by this toolkit (``best.pt`` of a run).
+        dst: the release file (written atomically).
+        release: plain data recorded as ``metadata['release']`` (recipe, command, time, machine, metrics).
+    Returns:
+        The object written.
+    """
+    obj = read_checkpoint(src)
+    if obj.get("format") is None:
+        raise CheckpointError(f"{src}: not a checkpoint written by this toolkit (no format tag)")
+    obj.pop("train_state", None)
+    obj["state_dict"] = {
+        k: v.half() if v.is_floating_point() and v.numel() >= RELEASE_FP16_MIN_ELEMENTS else v
+        for k, v in obj["state_dict"].items()}
+    obj["metadata"] = {**obj.get("metadata", {}), "release": release}
+    atomic_torch_save(obj, dst)
+    return obj
+
+
+def float32_state(state: dict[str, Any]) -> dict[str, Any]:
+    """Release files store float16 weights: cast them back to float32 for the model."""
+    return {k: v.float() if isinstance(v, torch.Tensor) and v.dtype == torch.float16 else v for k, v in state.items()}
 
 
 def save_backbone(path: str | Path, model: nn.Module, arch: str, config: Any,
@@ -181,12 +225,14 @@ def load_backbone(path: str | Path, map_location: str | torch.device = "cpu", ar
     """Rebuild an encoder from a checkpoint.
 
     Args:
-        path: a file written by :func:`save_backbone`, or a published checkpoint (MotionBERT ``*.bin``...).
+        path: a file written by :func:`save_backbone`, or a published checkpoint (MotionBERT ``*.bin``...); a bare
+            file name that does not exist is looked up in the shipped ``models/`` folder.
         arch: required only for foreign files whose keys do not reveal it; must match a self-describing file.
         config: encoder config for foreign ``ssrstf`` files (``dstformer`` sizes are read off the shapes).
     Returns:
         ``(model, info)``: the model in eval mode on ``map_location``.
     """
+    path = resolve_model_path(path)
     obj = read_checkpoint(path, map_location)
     fmt = obj.get("format")
     try:
@@ -198,7 +244,7 @@ def load_backbone(path: str | Path, map_location: str | torch.device = "cpu", ar
             file_arch = obj["arch"]
             if arch is not None and arch != file_arch:
                 raise CheckpointError(f"holds a '{file_arch}' encoder, but '{arch}' was asked for")
-            state, cfg, meta = obj["state_dict"], obj["config"], obj.get("metadata", {})
+            state, cfg, meta = float32_state(obj["state_dict"]), obj["config"], obj.get("metadata", {})
         else:
             state = unwrap_state_dict(obj)
             file_arch = arch or _guess_arch(state)

@@ -44,6 +44,10 @@ class LoopConfig:
     grad_clip: float | None = None  # max gradient norm; null = no clipping
     max_steps_per_epoch: int | None = None  # cap for quick runs; null = full epochs
     checkpoint_every: int = 0  # also write last.pt every N steps (0 = only at epoch ends)
+    # Safety stop for a run on a lent machine: end the epoch in progress (validate, save) once this many minutes of
+    # this process's training have passed, and stop. The schedule is cut short: runs meant to be reproduced size
+    # their epochs instead (scripts/train_open_models.py). null = no limit.
+    time_limit_min: float | None = None
 
 
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
@@ -195,6 +199,15 @@ def _set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def _any_rank(env: DistEnv, flag: bool) -> bool:
+    """True on every rank when ``flag`` is true on any (ranks must agree on when to stop)."""
+    if env.world == 1:
+        return flag
+    packed = torch.tensor([float(flag)], device=env.device)
+    dist.all_reduce(packed, op=dist.ReduceOp.MAX)
+    return bool(packed.item())
+
+
 def fit(task: Task, loop: LoopConfig, env: DistEnv, out: Path, amp: AmpMode, seed: int, resume: bool,
         metadata: dict[str, Any] | None = None) -> dict[str, Any]:
     """Train ``task`` for ``loop.epochs``; return ``{'best': {...validation metrics...}, 'epochs_run': n}``.
@@ -222,16 +235,22 @@ def fit(task: Task, loop: LoopConfig, env: DistEnv, out: Path, amp: AmpMode, see
         return {"optimizer": task.optimizer.state_dict(), "scheduler": task.scheduler.state_dict(),
                 "scaler": scaler.state_dict(), "rng": _rng_state(), "position": pos}
 
+    run_start, out_of_time = time.time(), False
     for epoch in range(pos["epoch"], loop.epochs):
         start = time.time()
+        train_seconds = 0.0
         steps = task.num_batches(epoch)
         if loop.max_steps_per_epoch is not None:
             steps = min(steps, loop.max_steps_per_epoch)
         net.train()
         bar = tqdm(total=steps, initial=pos["step"], desc=f"epoch {epoch + 1}/{loop.epochs}", leave=False,
                    disable=not env.main, dynamic_ncols=True)
+        step_start = time.time()
         for step, batch in enumerate(task.batches(epoch, pos["step"]), start=pos["step"]):
             if step >= steps:
+                break
+            if loop.time_limit_min is not None and _any_rank(env, time.time() - run_start > 60 * loop.time_limit_min):
+                out_of_time = True
                 break
             with torch.autocast(device_type, dtype=dtype, enabled=dtype is not None):
                 loss, terms = task.loss(net, batch, step_generator(seed, epoch, step))
@@ -252,6 +271,7 @@ def fit(task: Task, loop: LoopConfig, env: DistEnv, out: Path, amp: AmpMode, see
             if loop.checkpoint_every and pos["step"] % loop.checkpoint_every == 0 and pos["step"] < steps and env.main:
                 task.save(out / "last.pt", {**meta, "epoch": epoch, "step": pos["step"]}, train_state())
         bar.close()
+        train_seconds = time.time() - step_start
         task.scheduler.step()
         sums = pos["sums"]
         if env.world > 1:  # log the global mean over all ranks' batches, as a single process would see it
@@ -270,11 +290,17 @@ def fit(task: Task, loop: LoopConfig, env: DistEnv, out: Path, amp: AmpMode, see
                 task.save(out / "best.pt", {**meta, "epoch": epoch + 1, **val}, None)
             task.save(out / "last.pt", {**meta, "epoch": epoch + 1, **val}, train_state())
             log.epoch({"epoch": epoch + 1, **train_means, **val, "lr": task.optimizer.param_groups[0]["lr"],
-                       "seconds": round(time.time() - start, 2)})
+                       "seconds": round(time.time() - start, 2), "train_seconds": round(train_seconds, 3),
+                       "steps": steps})
             shown = ", ".join(f"{k} {v:.2f}" for k, v in val.items())
             print(f"epoch {epoch + 1}/{loop.epochs}: loss {train_means.get('train_loss', float('nan')):.4f}, "
                   f"{shown}{' (best)' if improved else ''}, {time.time() - start:.0f} s", flush=True)
         env.barrier()
+        if out_of_time:
+            if env.main:
+                print(f"stopped after epoch {epoch + 1}: loop.time_limit_min={loop.time_limit_min} reached",
+                      flush=True)
+            break
     if log is not None:
         log.close()
-    return {"best": pos["best_metrics"], "epochs_run": loop.epochs}
+    return {"best": pos["best_metrics"], "epochs_run": pos["epoch"], "stopped_by_time_limit": out_of_time}
