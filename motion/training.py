@@ -245,7 +245,7 @@ def fit(task: Task, loop: LoopConfig, env: DistEnv, out: Path, amp: AmpMode, see
         net.train()
         bar = tqdm(total=steps, initial=pos["step"], desc=f"epoch {epoch + 1}/{loop.epochs}", leave=False,
                    disable=not env.main, dynamic_ncols=True)
-        step_start = time.time()
+        step_start, steady_start, steady_from = time.time(), None, pos["step"] + 3
         for step, batch in enumerate(task.batches(epoch, pos["step"]), start=pos["step"]):
             if step >= steps:
                 break
@@ -266,12 +266,16 @@ def fit(task: Task, loop: LoopConfig, env: DistEnv, out: Path, amp: AmpMode, see
             for key, value in {"loss": float(loss.detach()), **terms}.items():
                 pos["sums"][key] = pos["sums"].get(key, 0.0) + value
             pos["step"] = step + 1
+            if pos["step"] == steady_from:  # the first steps carry warm-up (loader start, allocator, kernels)
+                steady_start = time.time()
             bar.set_postfix(loss=f"{pos['sums']['loss'] / pos['step']:.4f}")
             bar.update()
             if loop.checkpoint_every and pos["step"] % loop.checkpoint_every == 0 and pos["step"] < steps and env.main:
                 task.save(out / "last.pt", {**meta, "epoch": epoch, "step": pos["step"]}, train_state())
         bar.close()
         train_seconds = time.time() - step_start
+        steady_steps = pos["step"] - steady_from
+        step_seconds = (time.time() - steady_start) / steady_steps if steady_start and steady_steps > 0 else math.nan
         task.scheduler.step()
         sums = pos["sums"]
         if env.world > 1:  # log the global mean over all ranks' batches, as a single process would see it
@@ -291,7 +295,7 @@ def fit(task: Task, loop: LoopConfig, env: DistEnv, out: Path, amp: AmpMode, see
             task.save(out / "last.pt", {**meta, "epoch": epoch + 1, **val}, train_state())
             log.epoch({"epoch": epoch + 1, **train_means, **val, "lr": task.optimizer.param_groups[0]["lr"],
                        "seconds": round(time.time() - start, 2), "train_seconds": round(train_seconds, 3),
-                       "steps": steps})
+                       "steps": steps, "step_seconds": round(step_seconds, 4)})
             shown = ", ".join(f"{k} {v:.2f}" for k, v in val.items())
             print(f"epoch {epoch + 1}/{loop.epochs}: loss {train_means.get('train_loss', float('nan')):.4f}, "
                   f"{shown}{' (best)' if improved else ''}, {time.time() - start:.0f} s", flush=True)

@@ -51,30 +51,35 @@ class Profile:
     sequences: dict[str, int]  # train / validation / test / test_heldout sequences
     encoder_batch: int
     mesh_batch: int
-    encoder_epochs: int
+    encoder_epochs: int  # at most this many (fewer when validation would take over 15 % of the budget)
     mesh_epochs: int
-    encoder_min: float  # default budgets (minutes of the stage, validation included)
+    encoder_min: float  # budgets (minutes of the stage, validation included)
     mesh_min: float
     num_workers: int  # data-loader processes per trainer
     probe_steps: int  # steps of the timing probe
     encoder_lr: float
     mesh_lr_backbone: float
     mesh_lr_head: float
+    val_every: int  # lifting: every k-th training track is held out for validation
+    encoder_steps: int | None = None  # steps per epoch; None = fitted to the budget by a timed probe
+    mesh_steps: int | None = None
 
 
 PROFILES: dict[str, Profile] = {
     # 2 CPU cores: about 2 hours in all (data 3 min, encoder 60, mesh 50, evaluations a few).
     "cpu": Profile({"train": 1200, "validation": 16, "test": 60, "test_heldout": 40}, encoder_batch=32, mesh_batch=16,
-                   encoder_epochs=20, mesh_epochs=20, encoder_min=60, mesh_min=50, num_workers=0, probe_steps=8,
-                   encoder_lr=1e-3, mesh_lr_backbone=3e-4, mesh_lr_head=1e-3),
-    # One GPU with many CPU cores: larger batches and data, minutes instead of hours.
-    "gpu": Profile({"train": 3000, "validation": 40, "test": 100, "test_heldout": 60}, encoder_batch=128,
-                   mesh_batch=64, encoder_epochs=20, mesh_epochs=20, encoder_min=3.5, mesh_min=3.5, num_workers=6,
-                   probe_steps=30, encoder_lr=1.5e-3, mesh_lr_backbone=5e-4, mesh_lr_head=2e-3),
+                   encoder_epochs=12, mesh_epochs=12, encoder_min=60, mesh_min=50, num_workers=0, probe_steps=8,
+                   encoder_lr=1e-3, mesh_lr_backbone=3e-4, mesh_lr_head=1e-3, val_every=40),
+    # One GPU with many CPU cores: fixed epoch lengths (the models under models/ were trained so, in about 4 min).
+    "gpu": Profile({"train": 1000, "validation": 20, "test": 60, "test_heldout": 40}, encoder_batch=128,
+                   mesh_batch=64, encoder_epochs=4, mesh_epochs=4, encoder_min=1.1, mesh_min=1.2, num_workers=6,
+                   probe_steps=30, encoder_lr=1e-3, mesh_lr_backbone=3e-4, mesh_lr_head=1e-3, val_every=40,
+                   encoder_steps=300, mesh_steps=200),
     # A minute-long check of the whole chain (tests, CI smoke runs): models of no use.
     "smoke": Profile({"train": 6, "validation": 2, "test": 2, "test_heldout": 2}, encoder_batch=4, mesh_batch=4,
                      encoder_epochs=2, mesh_epochs=2, encoder_min=0.3, mesh_min=0.3, num_workers=0, probe_steps=2,
-                     encoder_lr=1e-3, mesh_lr_backbone=3e-4, mesh_lr_head=1e-3),
+                     encoder_lr=1e-3, mesh_lr_backbone=3e-4, mesh_lr_head=1e-3, val_every=3,
+                     encoder_steps=None, mesh_steps=None),
 }
 
 
@@ -118,19 +123,28 @@ def machine() -> dict[str, Any]:
     return info
 
 
-def probe_rates(log_csv: Path) -> tuple[float, float]:
-    """(seconds per training step, seconds of validation per epoch) from a one-epoch probe's ``log.csv``."""
+def probe_rates(log_csv: Path) -> tuple[float, float, float]:
+    """(seconds per steady training step, warm-up seconds per epoch, validation seconds per epoch) from a one-epoch
+    probe's ``log.csv``."""
     with log_csv.open() as fh:
         row = next(csv.DictReader(fh))
-    steps = float(row["steps"])
-    train = float(row["train_seconds"])
-    return train / steps, max(float(row["seconds"]) - train, 0.0)
+    steps, train = float(row["steps"]), float(row["train_seconds"])
+    per_step = float(row["step_seconds"]) if row.get("step_seconds") not in (None, "", "nan") else train / steps
+    warmup = max(train - per_step * steps, 0.0)
+    return per_step, warmup, max(float(row["seconds"]) - train, 0.0)
 
 
-def fit_steps(budget_min: float, epochs: int, per_step: float, per_val: float, startup: float) -> int:
-    """Steps per epoch so that ``epochs`` epochs (with validation) and the start-up fit in ``budget_min``."""
-    usable = 60 * budget_min - startup - epochs * per_val
-    return max(1, int(usable / (epochs * per_step)))
+def fit_schedule(budget_min: float, max_epochs: int, rates: tuple[float, float, float], startup: float
+                 ) -> tuple[int, int]:
+    """(epochs, steps per epoch) that fit ``budget_min``: validation (once per epoch) takes at most 15 % of it."""
+    per_step, warmup, per_val = rates
+    budget = 60 * budget_min - startup
+    epochs = max(1, min(max_epochs, int(0.15 * budget / max(per_val, 1e-6))))
+    steps = int((budget - epochs * (per_val + warmup)) / (epochs * per_step))
+    if steps < 10:
+        raise SystemExit(f"train_open_models: a {budget_min} min budget leaves {steps} steps per epoch on this "
+                         f"machine ({per_step:.2f} s per step, {per_val:.1f} s per validation): give more minutes")
+    return epochs, steps
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -142,8 +156,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0, help="data and training seed")
     ap.add_argument("--encoder-min", type=float, default=None, help="encoder budget, minutes (default: profile)")
     ap.add_argument("--mesh-min", type=float, default=None, help="mesh budget, minutes (default: profile)")
-    ap.add_argument("--encoder-steps", type=int, default=None, help="steps per encoder epoch (skips the probe)")
-    ap.add_argument("--mesh-steps", type=int, default=None, help="steps per mesh epoch (skips the probe)")
+    ap.add_argument("--encoder-steps", type=int, default=None,
+                    help="steps per encoder epoch (skips the probe; default: the profile's, else fitted)")
+    ap.add_argument("--mesh-steps", type=int, default=None, help="steps per mesh epoch (as --encoder-steps)")
     ap.add_argument("--data-workers", type=int, default=os.cpu_count() or 1, help="processes for data generation")
     ap.add_argument("--time-limit-factor", type=float, default=1.25,
                     help="safety stop of each stage at this multiple of its budget (loop.time_limit_min)")
@@ -178,59 +193,52 @@ def main(argv: list[str] | None = None) -> int:
                              "--workers", str(args.data_workers)])
         save_plan()
 
-    # 2. encoder
-    enc_budget = args.encoder_min if args.encoder_min is not None else prof.encoder_min
-    enc_common = ["--config", ENCODER_CONFIGS[args.arch], "--out-dir", str(out), f"seed={args.seed}",
-                  f"data.path={lifting}", f"optim.batch_size={prof.encoder_batch}", f"optim.lr={prof.encoder_lr}",
-                  f"num_workers={prof.num_workers}",
-                  f"optim.lr_decay={0.1 ** (1 / prof.encoder_epochs):.4f}"]  # the lr falls 10x over the run
-    encoder = out / "encoder"
-    if not (encoder / "metrics.json").is_file():
-        steps = args.encoder_steps or plan.get("encoder_steps")
-        if steps is None:
-            t = run(["-m", "motion.pretrain", *enc_common, "--name", "probe_encoder", "loop.epochs=1",
-                     f"loop.max_steps_per_epoch={prof.probe_steps}"])
-            per_step, per_val = probe_rates(out / "probe_encoder" / "log.csv")
-            startup = max(t - per_step * prof.probe_steps - per_val, 0.0)
-            steps = fit_steps(enc_budget, prof.encoder_epochs, per_step, per_val, startup)
-            plan["encoder_probe"] = {"seconds_per_step": per_step, "validation_seconds": per_val,
-                                     "startup_seconds": startup, "budget_min": enc_budget}
-        plan["encoder_steps"] = steps
-        plan["encoder_command"] = ["python", "-m", "motion.pretrain", *enc_common, "--name", "encoder",
-                                   f"loop.epochs={prof.encoder_epochs}", f"loop.max_steps_per_epoch={steps}"]
+    def train_stage(stage: str, module: str, common: list[str], budget_min: float, max_epochs: int,
+                    fixed_steps: int | None, lr_decay_key: str, probe_extra: list[str]) -> None:
+        """Probe (unless the steps are fixed), then train ``OUT/stage`` (resuming a cut-off run)."""
+        folder = out / stage
+        if (folder / "metrics.json").is_file():
+            return
+        if f"{stage}_steps" not in plan:
+            epochs, steps = max_epochs, fixed_steps
+            if steps is None:
+                t = run(["-m", module, *common, "--name", f"probe_{stage}", "loop.epochs=1",
+                         f"loop.max_steps_per_epoch={prof.probe_steps}", *probe_extra])
+                rates = probe_rates(out / f"probe_{stage}" / "log.csv")
+                startup = max(t - rates[0] * prof.probe_steps - rates[1] - rates[2], 0.0)
+                epochs, steps = fit_schedule(budget_min, max_epochs, rates, startup)
+                plan[f"{stage}_probe"] = {"seconds_per_step": rates[0], "warmup_seconds": rates[1],
+                                          "validation_seconds": rates[2], "startup_seconds": startup,
+                                          "budget_min": budget_min}
+            plan[f"{stage}_epochs"], plan[f"{stage}_steps"] = epochs, steps
+        epochs, steps = plan[f"{stage}_epochs"], plan[f"{stage}_steps"]
+        schedule = [f"{lr_decay_key}={0.1 ** (1 / epochs):.4f}",  # the lr falls 10x over the run
+                    f"loop.epochs={epochs}", f"loop.max_steps_per_epoch={steps}"]
+        plan[f"{stage}_command"] = ["python", "-m", module, *common, "--name", stage, *schedule]
         save_plan()
-        resume = ["--resume"] if (encoder / "last.pt").is_file() else []
-        times["encoder"] = run(["-m", "motion.pretrain", *enc_common, "--name", "encoder", *resume,
-                                f"loop.epochs={prof.encoder_epochs}", f"loop.max_steps_per_epoch={steps}",
-                                f"loop.time_limit_min={enc_budget * args.time_limit_factor:.2f}"])
+        resume = ["--resume"] if (folder / "last.pt").is_file() else []
+        times[stage] = run(["-m", module, *common, "--name", stage, *resume, *schedule,
+                            f"loop.time_limit_min={budget_min * args.time_limit_factor:.2f}"])
         save_plan()
 
+    # 2. encoder
+    encoder = out / "encoder"
+    train_stage("encoder", "motion.pretrain",
+                ["--config", ENCODER_CONFIGS[args.arch], "--out-dir", str(out), f"seed={args.seed}",
+                 f"data.path={lifting}", f"data.val_every={prof.val_every}", f"optim.batch_size={prof.encoder_batch}",
+                 f"optim.lr={prof.encoder_lr}", f"num_workers={prof.num_workers}"],
+                args.encoder_min if args.encoder_min is not None else prof.encoder_min, prof.encoder_epochs,
+                args.encoder_steps or prof.encoder_steps, "optim.lr_decay", [])
+
     # 3. mesh model
-    mesh_budget = args.mesh_min if args.mesh_min is not None else prof.mesh_min
-    mesh_common = ["--backbone", str(encoder / "best.pt"), "--config", MESH_CONFIG, "--out-dir", str(out),
-                   f"seed={args.seed}", f"data.synthetic_dir={data}", f"optim.batch_size={prof.mesh_batch}",
-                   f"optim.lr_backbone={prof.mesh_lr_backbone}", f"optim.lr_head={prof.mesh_lr_head}",
-                   f"optim.lr_decay={0.1 ** (1 / prof.mesh_epochs):.4f}", f"num_workers={prof.num_workers}"]
     mesh = out / "mesh"
-    if not (mesh / "metrics.json").is_file():
-        steps = args.mesh_steps or plan.get("mesh_steps")
-        if steps is None:
-            t = run(["-m", "mesh.finetune", *mesh_common, "--name", "probe_mesh", "loop.epochs=1",
-                     f"loop.max_steps_per_epoch={prof.probe_steps}", "data.test=null"])
-            per_step, per_val = probe_rates(out / "probe_mesh" / "log.csv")
-            startup = max(t - per_step * prof.probe_steps - per_val, 0.0)
-            steps = fit_steps(mesh_budget, prof.mesh_epochs, per_step, per_val, startup)
-            plan["mesh_probe"] = {"seconds_per_step": per_step, "validation_seconds": per_val,
-                                  "startup_seconds": startup, "budget_min": mesh_budget}
-        plan["mesh_steps"] = steps
-        plan["mesh_command"] = ["python", "-m", "mesh.finetune", *mesh_common, "--name", "mesh",
-                                f"loop.epochs={prof.mesh_epochs}", f"loop.max_steps_per_epoch={steps}"]
-        save_plan()
-        resume = ["--resume"] if (mesh / "last.pt").is_file() else []
-        times["mesh"] = run(["-m", "mesh.finetune", *mesh_common, "--name", "mesh", *resume,
-                             f"loop.epochs={prof.mesh_epochs}", f"loop.max_steps_per_epoch={steps}",
-                             f"loop.time_limit_min={mesh_budget * args.time_limit_factor:.2f}"])
-        save_plan()
+    train_stage("mesh", "mesh.finetune",
+                ["--backbone", str(encoder / "best.pt"), "--config", MESH_CONFIG, "--out-dir", str(out),
+                 f"seed={args.seed}", f"data.synthetic_dir={data}", f"optim.batch_size={prof.mesh_batch}",
+                 f"optim.lr_backbone={prof.mesh_lr_backbone}", f"optim.lr_head={prof.mesh_lr_head}",
+                 f"num_workers={prof.num_workers}"],
+                args.mesh_min if args.mesh_min is not None else prof.mesh_min, prof.mesh_epochs,
+                args.mesh_steps or prof.mesh_steps, "optim.lr_decay", ["data.test=null"])
 
     # 4. held-out motion family
     heldout = out / "eval_test_heldout"
