@@ -1,52 +1,49 @@
 #!/usr/bin/env bash
-# The README's first command: set up, then run the whole pipeline on the embedded default (no SMPL, no datasets):
-# synthetic data -> pretrain a small SSR-STF on 2D->3D lifting -> fine-tune mesh recovery -> evaluate under both
-# protocols -> render a test sequence -> in-the-wild inference from a detector-format keypoint file (npz, glb, mp4).
-# Every number printed here is on SYNTHETIC data, not 3DPW / Human3.6M. Takes a few minutes on 2 CPU cores.
+# The README's first command: set up, then run the pipeline on the embedded default (no SMPL, no datasets, nothing
+# downloaded) with the shipped open models (models/README.md):
+#   synthetic data -> fine-tune mesh recovery from the shipped encoder (python -m mesh.finetune --backbone ssrstf.pt)
+#   -> evaluate it and the shipped mesh model -> render a test sequence with the shipped mesh model
+#   -> in-the-wild inference with the shipped mesh model from a detector-format keypoint file (npz, glb, mp4).
+# Every number printed here is on SYNTHETIC data, not 3DPW / Human3.6M. About 8 minutes on 2 CPU cores.
 # Outputs: data/synthetic/ and runs/quickstart_*/ (delete runs/quickstart_* to start again).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+start=$(date +%s)
 bash scripts/setup.sh
 PY=.venv/bin/python
 SYN=data/synthetic
-PRE=runs/quickstart_pretrain
 MESH=runs/quickstart_mesh
-rm -rf "$PRE" "$MESH" runs/quickstart_infer
+rm -rf "$MESH" runs/quickstart_shipped runs/quickstart_infer
 
 echo "== body model"
 $PY -m body_models
 $PY demos/body_model_demo.py --out runs/quickstart_body_model.png
 
 echo "== synthetic data (3DPW-mesh and H36M-lifting schemas)"
-$PY -m motion.synthetic --out "$SYN"
+$PY -m motion.synthetic --out "$SYN" --workers 2
 
-echo "== pretrain SSR-STF-XS on 2D->3D lifting (short schedule)"
-$PY -m motion.pretrain --config configs/motion/xs.yaml --name quickstart_pretrain \
-    data.path="$SYN/h36m_synthetic.pkl" optim.batch_size=8 optim.lr=0.001 loop.epochs=2 loop.max_steps_per_epoch=40
+echo "== fine-tune mesh recovery from the shipped encoder (models/ssrstf.pt), a short schedule"
+$PY -m mesh.finetune --backbone ssrstf.pt --config configs/mesh/open.yaml --name quickstart_mesh \
+    data.synthetic_dir="$SYN" optim.batch_size=16 loop.epochs=3 loop.max_steps_per_epoch=40
 
-echo "== fine-tune mesh recovery from the pretrained backbone"
-$PY -m mesh.finetune --backbone "$PRE/best.pt" --config configs/mesh/synthetic.yaml --name quickstart_mesh \
-    head.hidden_dim=256 optim.batch_size=8 optim.lr_backbone=0.0005 optim.lr_head=0.001 loop.epochs=2 \
-    loop.max_steps_per_epoch=30
-
-echo "== evaluate (both protocols) on the synthetic test split"
+echo "== evaluate on the synthetic test split: the model just fine-tuned, then the shipped mesh model"
 $PY -m mesh.evaluate --checkpoint "$MESH/best.pt" --data "$SYN/mesh_synthetic.pkl" --protocol motionbert
-$PY -m mesh.evaluate --checkpoint "$MESH/best.pt" --data "$SYN/mesh_synthetic.pkl" --protocol full-sequence
+$PY -m mesh.evaluate --data "$SYN/mesh_synthetic.pkl" --protocol motionbert --out runs/quickstart_shipped/eval
 
-echo "== render one test sequence (prediction beside ground truth)"
-$PY -m mesh.render --checkpoint "$MESH/best.pt" --data "$SYN/mesh_synthetic.pkl" --split test \
-    --sequence synth_test_0000 --out "$MESH/render"
+echo "== render one test sequence with the shipped mesh model (prediction beside ground truth)"
+$PY -m mesh.render --data "$SYN/mesh_synthetic.pkl" --split test --sequence synth_test_0000 \
+    --out runs/quickstart_shipped/render
 
-echo "== in-the-wild inference from a detector file (a synthetic test track as its COCO-17 / Halpe-26 detector wrote it)"
+echo "== in-the-wild inference from a detector file (a synthetic test track as its COCO-17 detector wrote it)"
 $PY -m mesh.keypoints_io --from-synthetic "$SYN/mesh_synthetic.pkl" --split test --sequence synth_test_0001 \
-    --out "$MESH/keypoints.json"
-$PY -m mesh.infer --keypoints "$MESH/keypoints.json" --checkpoint "$MESH/best.pt" --out runs/quickstart_infer
+    --out runs/quickstart_shipped/keypoints.json
+$PY -m mesh.infer --keypoints runs/quickstart_shipped/keypoints.json --out runs/quickstart_infer
 
 echo
-echo "quickstart done (synthetic data, embedded open body model):"
+echo "quickstart done in $(( $(date +%s) - start )) s (synthetic data, embedded open body model, shipped models):"
 echo "  body model picture:  runs/quickstart_body_model.png"
 echo "  synthetic data:      $SYN/"
-echo "  pretrained encoder:  $PRE/best.pt   (metrics: $PRE/metrics.json)"
-echo "  mesh model:          $MESH/best.pt  (metrics: $MESH/metrics.json, evaluations: $MESH/eval_*/)"
-echo "  render:              $MESH/render/"
+echo "  fine-tuned model:    $MESH/best.pt  (metrics: $MESH/metrics.json, evaluation: $MESH/eval_*/)"
+echo "  shipped mesh model:  models/ssrstf_mesh.pt  (evaluation: runs/quickstart_shipped/eval/)"
+echo "  render:              runs/quickstart_shipped/render/"
 echo "  inference outputs:   runs/quickstart_infer/ (npz, glb, mp4 per person)"

@@ -30,7 +30,7 @@ from body_models import BodyModelFileError, load_body_model, load_spin_regressor
 from mesh.checkpoint import load_mesh_model
 from mesh.data.mesh_data import MeshDataError, read_mesh_split
 from mesh.evaluation import PROTOCOLS, MeshEvaluation, Protocol, evaluate_mesh, get_protocol
-from motion.checkpoint import CheckpointError
+from motion.checkpoint import SHIPPED_MESH_MODEL, CheckpointError
 from motion.data.transforms import normalisation_of
 from motion.training import resolve_device
 
@@ -103,7 +103,8 @@ def _plot(ev: MeshEvaluation, table: dict[str, dict[str, float]], path: Path, ti
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mesh.evaluate", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", required=True, type=Path, help="mesh model (runs/NAME/best.pt)")
+    parser.add_argument("--checkpoint", type=Path, default=SHIPPED_MESH_MODEL,
+                        help="mesh model (runs/NAME/best.pt; default: the shipped models/ssrstf_mesh.pt)")
     parser.add_argument("--data", default=None, help="mesh data file (default: the synthetic data)")
     parser.add_argument("--split", default="test")
     parser.add_argument("--res", type=int, nargs=2, default=None, metavar=("W", "H"),
@@ -167,7 +168,9 @@ def main(argv: list[str] | None = None) -> int:
         ev.joint_regressor = f"{ev.joint_regressor} ({spin_source})"
     seconds = time.time() - start
     s = ev.summary()
-    out = args.out or args.checkpoint.parent / f"eval_{Path(data).stem}_{args.split}_{protocol.name}"
+    # Reports go next to a run's checkpoint; never into the shipped models/ folder (runs/ instead).
+    home = Path("runs") if args.checkpoint.resolve().parent == SHIPPED_MESH_MODEL.parent else args.checkpoint.parent
+    out = args.out or home / f"eval_{Path(data).stem}_{args.split}_{protocol.name}"
     title = f"{args.checkpoint.parent.name} on {label} [{args.split}], {protocol.name}"
     paths = write_reports(ev, out, title)
     joints = protocol.joint_set.upper()

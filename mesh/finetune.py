@@ -1,7 +1,9 @@
 """Fine-tune mesh recovery: ``python -m mesh.finetune --backbone ssrstf.pt [--config FILE] [key=value ...]``.
 
 The encoder comes from ``--backbone`` (its architecture and sizes are read from the file; MotionBERT checkpoints
-work too), or is built randomly from ``model.arch`` / ``model.encoder`` without one. With no config and no data
+work too; ``--backbone ssrstf.pt`` finds the shipped open encoder ``models/ssrstf.pt``), or is built randomly from
+``model.arch`` / ``model.encoder`` without one; ``--init models/ssrstf_mesh.pt`` continues from a whole mesh model
+(encoder and head). With no config and no data
 paths, the run uses the embedded synthetic data (generated on first use) and says so; ``configs/mesh/pw3d.yaml``
 follows the MotionBERT-comparable 3DPW recipe (docs/protocols.md) with model selection on 3DPW's **validation**
 split, never the test split.
@@ -117,6 +119,7 @@ class FinetuneConfig:
     amp: AmpMode = "none"
     num_workers: int = 0
     backbone: str | None = None  # encoder checkpoint (--backbone); null = random initialisation
+    init: str | None = None  # mesh checkpoint to continue from (--init): its encoder and head; replaces backbone
     model: ModelSection = field(default_factory=ModelSection)
     head: HeadConfig = field(default_factory=HeadConfig)
     data: MeshDataSection = field(default_factory=MeshDataSection)
@@ -143,7 +146,17 @@ class MeshTask(Task):
         self.body = load_body_model(cfg.model.smpl, device=env.device)
         self.mean = load_mean_params(_mean_params_path(cfg.model, self.body.source))
         torch.manual_seed(cfg.seed)  # identical head initialisation on every rank
-        if cfg.backbone is not None:
+        initial: MeshRecovery | None = None
+        if cfg.init is not None:
+            if cfg.backbone is not None:
+                raise ConfigError("give --init (a mesh model to continue from) or --backbone (an encoder), not both")
+            initial, ckpt = load_mesh_model(cfg.init, body=self.body)
+            encoder = initial.backbone
+            self.arch = ckpt["arch"]
+            self.backbone_info = {"path": cfg.init, "arch": self.arch, "init": "mesh model",
+                                  "metadata": {k: v for k, v in ckpt.get("metadata", {}).items() if k != "run_config"}}
+            backbone_norm = normalisation_of(ckpt.get("metadata", {}))
+        elif cfg.backbone is not None:
             encoder, info = load_backbone(cfg.backbone)
             self.arch, self.backbone_info = info.arch, {"path": cfg.backbone, "arch": info.arch,
                                                         "metadata": info.metadata}
@@ -159,7 +172,10 @@ class MeshTask(Task):
         self.train_sets = [MeshClips(self._read(f), cfg.data.clip_len, cfg.data.stride) for f in cfg.data.train]
         self.val_split = self._read(cfg.data.validation)
         self.test_split = self._read(cfg.data.test) if cfg.data.test is not None else None
-        self.model = MeshRecovery(encoder, self.body, self.mean, cfg.head).to(env.device)
+        if initial is not None:  # the head comes with the mesh model (its size, its learnt mean pose and shape)
+            self.model = initial.to(env.device).train()
+        else:
+            self.model = MeshRecovery(encoder, self.body, self.mean, cfg.head).to(env.device)
         try:
             self.weights: LossWeights = loss_preset(cfg.loss_preset, **cfg.loss)
         except (TypeError, ValueError) as err:
@@ -266,9 +282,10 @@ def run(cfg: FinetuneConfig, out: Path, resume: bool) -> dict[str, Any]:
     task = MeshTask(cfg, env)
     if env.main:
         label = "the embedded synthetic data (not 3DPW)" if task.synthetic else "the configured datasets"
+        start = cfg.backbone or (f"{cfg.init} (mesh model)" if cfg.init else "random initialisation")
         print(f"fine-tuning {task.arch} ({count_parameters(task.model.backbone) / 1e6:.2f}M backbone, "
               f"{count_parameters(task.model.head) / 1e6:.2f}M head) on {label}, device {env.device}, world "
-              f"{env.world}; backbone: {cfg.backbone or 'random initialisation'}; body model: {task.body.source}; "
+              f"{env.world}; backbone: {start}; body model: {task.body.source}; "
               f"{sum(len(d) for d in task.train_sets)} training clips, {len(task.val_split)} validation frames")
     summary = fit(task, cfg.loop, env, out, cfg.amp, cfg.seed, resume, task.metadata())
     results: dict[str, Any] = {}
@@ -297,7 +314,10 @@ def run(cfg: FinetuneConfig, out: Path, resume: bool) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mesh.finetune", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--backbone", default=None, help="encoder checkpoint (e.g. runs/pretrain/best.pt)")
+    parser.add_argument("--backbone", default=None,
+                        help="encoder checkpoint (e.g. ssrstf.pt: a bare name is looked up in models/)")
+    parser.add_argument("--init", default=None,
+                        help="continue from a mesh model (its encoder and head), e.g. models/ssrstf_mesh.pt")
     parser.add_argument("--config", type=Path, default=None, help="YAML config (default: synthetic quick recipe)")
     parser.add_argument("--name", default=None, help="run name (default: config stem, or 'finetune')")
     parser.add_argument("--out-dir", type=Path, default=Path("runs"))
@@ -305,7 +325,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("overrides", nargs="*", help="key=value config overrides, e.g. loop.epochs=5")
     args = parser.parse_intermixed_args(argv)  # key=value overrides may come before or after options
     try:
-        overrides = list(args.overrides) + ([f"backbone={args.backbone}"] if args.backbone else [])
+        overrides = list(args.overrides) + ([f"backbone={args.backbone}"] if args.backbone else []) \
+            + ([f"init={args.init}"] if args.init else [])
         cfg = load_config(FinetuneConfig, args.config, overrides)
         name = args.name or (args.config.stem if args.config else "finetune")
         run(cfg, args.out_dir / name, args.resume)

@@ -484,7 +484,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m mesh.infer", description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     ap.add_argument("--keypoints", required=True, help="2D detector output (.json/.jsonl/.npy/.npz)")
-    ap.add_argument("--checkpoint", required=True, help="mesh-model checkpoint (mesh.finetune)")
+    ap.add_argument("--checkpoint", default=None,
+                    help="mesh-model checkpoint (mesh.finetune); default: the shipped open model models/ssrstf_mesh.pt")
     ap.add_argument("--out", required=True, help="output folder")
     ap.add_argument("--format", default="auto", choices=FORMATS, help="joint order of the file")
     ap.add_argument("--image-size", type=float, nargs=2, metavar=("W", "H"),
@@ -529,11 +530,11 @@ def main(argv: list[str] | None = None) -> int:
     from body_models import BodyModelFileError
     from mesh.data.mesh_data import MeshDataError
     from mesh.export import ResultFileError
-    from motion.checkpoint import CheckpointError
+    from motion.checkpoint import SHIPPED_MESH_MODEL, CheckpointError
 
     one_line_errors = (InferError, KeypointsError, CheckpointError, ResultFileError, BodyModelFileError, MeshDataError)
     try:
-        run_inference(args.keypoints, args.checkpoint, args.out, opt)
+        run_inference(args.keypoints, args.checkpoint or SHIPPED_MESH_MODEL, args.out, opt)
     except one_line_errors as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -45,7 +45,7 @@ import scipy.sparse as sp  # noqa: E402
 from body_models import H36M17, BodyModelFileError  # noqa: E402
 from mesh.data.mesh_data import MeshDataError  # noqa: E402
 from mesh.export import MeshResult, ResultFileError, load_result  # noqa: E402
-from motion.checkpoint import CheckpointError  # noqa: E402
+from motion.checkpoint import SHIPPED_MESH_MODEL, CheckpointError  # noqa: E402
 
 INSTALL_HINT = ("install Mesa's headless OpenGL: 'apt-get install libegl1 libgl1-mesa-dri' (EGL) or "
                 "'apt-get install libosmesa6' (OSMesa, then PYOPENGL_PLATFORM=osmesa)")
@@ -942,7 +942,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m mesh.render", description=__doc__.split("\n\n")[0])
     src = ap.add_argument_group("input (one of)")
     src.add_argument("--result", help="a result .npz (mesh.export format)")
-    src.add_argument("--checkpoint", help="a mesh checkpoint (with --data)")
+    src.add_argument("--checkpoint",
+                     help="a mesh checkpoint (with --data); with --data alone: the shipped models/ssrstf_mesh.pt")
     ap.add_argument("--gt", help="ground-truth result .npz, shown beside the prediction (or over it: --overlay)")
     ap.add_argument("--data", help="mesh data file (with --checkpoint)")
     ap.add_argument("--split", default="test")
@@ -964,8 +965,10 @@ def main(argv: list[str] | None = None) -> int:
             raise RenderError(f"--size must be a positive even number, got {args.size}")
         opt = VideoOptions(size=args.size, fps=args.fps, views=views, overlay=args.overlay,
                            keypoints=not args.no_keypoints, samples=args.msaa)
-        if (args.result is None) == (args.checkpoint is None):
-            raise RenderError("give exactly one of --result FILE.npz or --checkpoint CKPT --data FILE")
+        if args.result is not None and args.checkpoint is not None:
+            raise RenderError("give one of --result FILE.npz or --data FILE [--checkpoint CKPT], not both")
+        if args.result is None and args.data is None:
+            raise RenderError("give --result FILE.npz, or --data FILE (with the shipped model or --checkpoint CKPT)")
         if args.result is not None:
             pred = load_result(args.result)
             gt = load_result(args.gt) if args.gt else None
@@ -974,9 +977,8 @@ def main(argv: list[str] | None = None) -> int:
             path = render_video(args.out, pred, gt, opt)
             print(f"wrote {path}")
         else:
-            if args.data is None:
-                raise RenderError("--checkpoint needs --data FILE")
-            for path in render_from_checkpoint(args.checkpoint, args.data, args.out, args.split, args.sequence, opt,
+            checkpoint = args.checkpoint or SHIPPED_MESH_MODEL
+            for path in render_from_checkpoint(checkpoint, args.data, args.out, args.split, args.sequence, opt,
                                                fps=args.fps or 30.0):
                 print(f"wrote {path}")
     except (RenderError, ResultFileError, MeshDataError, CheckpointError, BodyModelFileError) as err:

@@ -13,6 +13,7 @@ is recognised from the key names and, for ``dstformer``, the sizes are read off 
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import tempfile
@@ -119,7 +120,9 @@ def export_release(src: str | Path, dst: str | Path, release: dict[str, Any]) ->
     obj["state_dict"] = {
         k: v.half() if v.is_floating_point() and v.numel() >= RELEASE_FP16_MIN_ELEMENTS else v
         for k, v in obj["state_dict"].items()}
-    obj["metadata"] = {**obj.get("metadata", {}), "release": release}
+    # A JSON round trip keeps the record to plain types (a str subclass such as torch's version would make the file
+    # unreadable under weights_only=True).
+    obj["metadata"] = {**obj.get("metadata", {}), "release": json.loads(json.dumps(release))}
     atomic_torch_save(obj, dst)
     return obj
 

@@ -116,7 +116,7 @@ def machine() -> dict[str, Any]:
     import torch
 
     info: dict[str, Any] = {"cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
-                            "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
+                            "torch": str(torch.__version__), "torch_threads": torch.get_num_threads(),
                             "python": platform.python_version()}
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)

@@ -22,6 +22,7 @@ from mesh.finetune import main as finetune
 from motion.checkpoint import read_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
+SHIPPED_SIZE = "{variant: XS, dim_rep: 256}"  # the encoder size of models/ssrstf.pt
 
 
 def _data_args(synthetic: dict[str, Path]) -> list[str]:
@@ -38,31 +39,27 @@ def _finetune(out: Path, name: str, synthetic: dict[str, Path], *extra: str) -> 
     return json.loads((out / name / "metrics.json").read_text())
 
 
-def test_finetuning_beats_the_untrained_head_and_a_random_backbone(pretrained_encoder: Path,
-                                                                    synthetic_data: dict[str, Path],
-                                                                    tmp_path: Path) -> None:
-    """Three epochs (192 steps of 8 clips, about 100 s per run) from the pretrained backbone and from a random one.
+def test_finetuning_from_the_shipped_encoder_beats_the_untrained_head_and_a_random_backbone(
+        synthetic_data: dict[str, Path], tmp_path: Path) -> None:
+    """Two short epochs (80 steps of 8 clips) from the shipped encoder (models/ssrstf.pt, found by its bare name as
+    in the README) and from a random encoder of the same size, same budget and seed.
 
-    Observed on the detector-faithful data (generator version 2): validation MPVE pretrained 248.6, 230.3, 226.4 mm;
-    random 278.1, 231.6, 237.0 mm; untrained: the mean pose. On MPVE the pretrained backbone's lead is small at
-    this budget; in following the motion of test tracks read back through mesh.infer it is large (R^2 of the
-    ground-truth motion: pretrained 0.46, random 0.03, untrained 0.00). Asserted: MPVE pretrained < 0.75 x
-    untrained and < random; R^2 pretrained > 0.3 and > random + 0.2, untrained < 0.05.
+    Observed (CALIBRATE): see the assertions.
     """
-    backbone = pretrained_encoder / "best.pt"
-    untrained = _finetune(tmp_path, "untrained", synthetic_data, f"--backbone={backbone}", "loop.epochs=1",
+    budget = ["loop.epochs=2", "loop.max_steps_per_epoch=40"]
+    untrained = _finetune(tmp_path, "untrained", synthetic_data, "--backbone=ssrstf.pt", "loop.epochs=1",
                           "loop.max_steps_per_epoch=0")
-    tuned = _finetune(tmp_path, "tuned", synthetic_data, f"--backbone={backbone}", "loop.epochs=3")
-    random = _finetune(tmp_path, "random", synthetic_data, "loop.epochs=3", "data.test=null")
+    tuned = _finetune(tmp_path, "tuned", synthetic_data, "--backbone=ssrstf.pt", *budget)
+    random = _finetune(tmp_path, "random", synthetic_data, f"model.encoder={SHIPPED_SIZE}", *budget, "data.test=null")
     before = untrained["validation"]["summary"]["mpve_mm"]
     after = tuned["validation"]["summary"]["mpve_mm"]
     from_random = random["validation"]["summary"]["mpve_mm"]
     assert after < 0.75 * before, (before, after)
-    assert after < from_random, (after, from_random)
+    assert after < from_random - 20, (after, from_random)
     assert tuned["test"]["summary"]["frames"] > 0 and tuned["synthetic"] is False  # explicit paths were given
     ckpt = read_checkpoint(tmp_path / "tuned" / "best.pt")
-    assert ckpt["metadata"]["backbone"]["path"] == str(backbone)
-    assert ckpt["metadata"]["backbone"]["arch"] == "ssrstf"
+    assert ckpt["metadata"]["backbone"]["path"] == "ssrstf.pt"
+    assert ckpt["metadata"]["backbone"]["metadata"]["release"]["seed"] == 0  # it is the shipped file
     assert ckpt["metadata"]["normalisation"]["kind"] == "track_box"  # the backbone's, recorded for inference
     # Through the real readers: test tracks written as their detector would have (COCO / Halpe JSON), read back
     # and predicted by mesh.infer. The tuned model's per-frame joints follow the ground-truth motion; the

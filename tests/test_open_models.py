@@ -1,0 +1,128 @@
+"""The shipped open models (models/), their release format, and the training driver's sizing arithmetic."""
+
+from __future__ import annotations
+
+import importlib.util
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from mesh.checkpoint import load_mesh_model
+from motion.checkpoint import (
+    SHIPPED_ENCODER,
+    SHIPPED_MESH_MODEL,
+    CheckpointError,
+    export_release,
+    load_backbone,
+    read_checkpoint,
+    resolve_model_path,
+    save_backbone,
+)
+from motion.encoders import build_encoder
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _driver():
+    spec = importlib.util.spec_from_file_location("train_open_models", REPO / "scripts" / "train_open_models.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("path", [SHIPPED_ENCODER, SHIPPED_MESH_MODEL])
+def test_shipped_files_are_small_safe_and_say_how_they_were_made(path: Path) -> None:
+    assert path.stat().st_size < 10_000_000, path.stat().st_size
+    obj = torch.load(path, map_location="cpu", weights_only=True)  # raises if anything in it could run code
+    assert "train_state" not in obj
+    assert any(v.dtype == torch.float16 for v in obj["state_dict"].values())
+    release = obj["metadata"]["release"]
+    assert release["generator_version"] == "2" and release["seed"] == 0
+    for key in ("command", "encoder_command", "mesh_command", "machine", "seconds", "metrics", "licence"):
+        assert release[key], key
+    assert obj["metadata"]["normalisation"]["kind"] == "track_box"
+
+
+def test_bare_names_resolve_to_the_shipped_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert resolve_model_path("ssrstf.pt") == SHIPPED_ENCODER
+    assert resolve_model_path("ssrstf_mesh.pt") == SHIPPED_MESH_MODEL
+    (tmp_path / "ssrstf.pt").write_bytes(b"")  # a file of that name here wins
+    assert resolve_model_path("ssrstf.pt") == Path("ssrstf.pt")
+    assert resolve_model_path("elsewhere/ssrstf.pt") == Path("elsewhere/ssrstf.pt")  # paths are never redirected
+    encoder, info = load_backbone(SHIPPED_ENCODER)
+    assert info.arch == "ssrstf" and all(p.dtype == torch.float32 for p in encoder.parameters())
+
+
+def test_release_copy_reproduces_the_outputs_and_drops_the_optimiser(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = build_encoder("ssrstf", {"variant": "XS", "depth": 1, "dim_rep": 64})
+    save_backbone(tmp_path / "best.pt", model, "ssrstf", model.config, {"epoch": 3},
+                  train_state={"optimizer": {"step": torch.tensor(1.0)}})
+    export_release(tmp_path / "best.pt", tmp_path / "release.pt", {"command": "x", "time": torch.__version__})
+    assert (tmp_path / "release.pt").stat().st_size < 0.6 * (tmp_path / "best.pt").stat().st_size
+    obj = read_checkpoint(tmp_path / "release.pt")
+    assert "train_state" not in obj and obj["metadata"]["epoch"] == 3
+    assert type(obj["metadata"]["release"]["time"]) is str  # a plain str: weights_only-safe
+    released, _ = load_backbone(tmp_path / "release.pt")
+    x = torch.randn(2, 9, 17, 3)
+    with torch.no_grad():
+        ref, out = model.eval()(x), released(x)
+    assert (out - ref).abs().max() < 2e-2 * ref.abs().max(), float((out - ref).abs().max())
+    with pytest.raises(CheckpointError, match="no format tag"):
+        torch.save({"weight": torch.zeros(3)}, tmp_path / "foreign.pt")
+        export_release(tmp_path / "foreign.pt", tmp_path / "x.pt", {})
+
+
+def test_shipped_mesh_model_follows_the_motion_of_unseen_tracks(synthetic_data: dict[str, Path],
+                                                                tmp_path: Path) -> None:
+    """The shipped mesh model on test tracks it never saw, exported as detector JSON and read back by mesh.infer
+    (the default checkpoint): its per-frame joints explain most of the ground-truth motion, and its MPVE on the test
+    split is far below the untrained mean pose's (about 230 mm on this data)."""
+    from mesh.evaluation import evaluate_mesh, get_protocol
+    from mesh.infer import main as infer
+    from mesh.keypoints_io import synthetic_to_json
+    from motion.data.transforms import normalisation_of
+
+    mesh_file = synthetic_data["mesh"]
+    data = pickle.loads(mesh_file.read_bytes())["test"]
+    num = den = 0.0
+    for name in list(dict.fromkeys(data["source"].tolist()))[:3]:
+        kp = synthetic_to_json(mesh_file, tmp_path / f"{name}.json", "test", name)
+        assert infer(["--keypoints", str(kp), "--out", str(tmp_path / name), "--no-render", "--device", "cpu"]) == 0
+        pred = np.load(tmp_path / name / "person_0" / "result.npz")["joints_h36m"].astype(np.float64)
+        gt = data["joint_cam"][data["source"] == name].astype(np.float64)
+        pred, gt = pred - pred[:, :1], gt - gt[:, :1]
+        dp, dg = pred - pred.mean(axis=0), gt - gt.mean(axis=0)
+        num, den = num + float(((dp - dg) ** 2).sum()), den + float((dg**2).sum())
+    r2 = 1 - num / den
+    assert r2 > 0.5, r2
+    from mesh.data.mesh_data import read_mesh_split
+
+    model, ckpt = load_mesh_model(SHIPPED_MESH_MODEL)
+    split = read_mesh_split(mesh_file, "test", norm=normalisation_of(ckpt["metadata"]))
+    ev = evaluate_mesh(model, split, get_protocol("motionbert", clip_len=16), {"neutral": model.body}, 32, None)
+    summary = ev.summary()
+    assert summary["mpve_mm"] < 170 and summary["pa_mpjpe_mm"] < 70, summary
+
+
+def test_schedule_fits_the_budget_and_refuses_a_budget_too_small() -> None:
+    driver = _driver()
+    # 0.5 s per step, 2 s warm-up and 10 s validation per epoch, 20 s start-up; 10 minutes.
+    epochs, steps = driver.fit_schedule(10, 12, (0.5, 2.0, 10.0), 20.0)
+    assert epochs == 8  # validation capped at 15 % of the 580 s: 8 x 10 s
+    total = 20 + epochs * (steps * 0.5 + 2 + 10)
+    assert 590 <= total <= 600, total
+    assert driver.fit_schedule(10, 4, (0.5, 2.0, 10.0), 20.0)[0] == 4  # never more than the profile's epochs
+    with pytest.raises(SystemExit, match="give more minutes"):
+        driver.fit_schedule(0.5, 12, (5.0, 2.0, 10.0), 20.0)
+
+
+def test_probe_rates_use_the_steady_state(tmp_path: Path) -> None:
+    log = tmp_path / "log.csv"
+    log.write_text("epoch,seconds,train_seconds,steps,step_seconds\n1,30.0,20.0,30,0.5\n")
+    per_step, warmup, validation = _driver().probe_rates(log)
+    assert (per_step, warmup, validation) == (0.5, 5.0, 10.0)
