@@ -143,6 +143,9 @@ def place_in_camera(joints: np.ndarray, keypoints: np.ndarray, confidence: np.nd
                 z = max(float((joints[i, m, 2] + transl[i, 2]).mean()), 0.1)
                 A[i], b[i] = _frame_normal_equations(joints[i, m], keypoints[i, m], confidence[i, m], K, z)
         transl = _smooth_solve(A, b, solved, smoothness * f**2 / np.maximum(transl[:, 2], 0.1) ** 2, transl)
+        if not (transl[:, 2] > 0).all():
+            raise ValueError("the keypoints put the body behind the camera (do they match the image size and the "
+                             "joint order?)")
     proj = project(joints + transl[:, None], K)
     err2 = ((proj - keypoints) ** 2).sum(-1)
     w = np.where(valid, confidence, 0.0)

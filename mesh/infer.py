@@ -1,8 +1,8 @@
 """In-the-wild inference: a 2D detector file -> per-person SMPL parameters, meshes, an animated glTF and a video.
 
-    python -m mesh.infer --keypoints FILE --checkpoint CKPT --out DIR [--format auto|coco|halpe|h36m]
-        [--image-size W H] [--fps 30] [--norm auto|track_box|image|fixed1920] [--shape track|window]
-        [--smooth none|one-euro]
+    python -m mesh.infer --keypoints FILE [--checkpoint CKPT] --out DIR [--format auto|coco|halpe|h36m]
+        [--video FILE | --image-size W H] [--focal PX | --fov DEG] [--fps 30]
+        [--norm auto|track_box|image|fixed1920] [--shape track|window] [--smooth none|one-euro]
         [--meshes none|obj|ply] [--no-render] [--device auto]
 
 What it fixes relative to MotionBERT's ``infer_wild_mesh.py`` (docs/protocols.md, in-the-wild inference):
@@ -33,10 +33,19 @@ video's size (w, h): ``u = x / w * 2 - 1``, ``v = y / w * 2 - h / w``; needs ``-
 or ``fixed1920`` (the fixed 1920 x 1920 map of 3DPW-style training). Forcing a track-box model onto an image map, or
 the reverse, is an error.
 
+**Camera space**: the body is placed in the camera frame (x right, y down, z forward, metres): each frame's
+translation makes the predicted joints project onto the keypoints (:mod:`mesh.camera`: confidence-weighted least
+squares, smoothed over time, frames without enough confident joints filled by the smoothing). Intrinsics: ``--focal``
+(pixels) or ``--fov`` (horizontal degrees), else the image diagonal as the focal length; the principal point is the
+image centre. Files without an image size (AlphaPose) and no ``--image-size`` get an assumed image around their
+keypoints (recorded: ``image_size_assumed``), which makes the sideways position a guess.
+
 **Outputs** (per track, in ``OUT/person_<id>/``): ``result.npz`` (:mod:`mesh.export` result keys: SMPL
-``global_orient``/``body_pose``/``betas``/``transl``, ``joints``, ``joints_h36m``, ``frame_index``, ``fps``, ``faces``,
-``keypoints_2d`` (the filled 2D input, pixels), ``image_size``; plus ``interpolated``, ``joint_missing``,
-``track_id``, ``normalisation``; ``vertices`` only with ``--save-vertices``; readable by
+``global_orient``/``body_pose``/``betas``/``transl`` (camera frame: the root motion of the glb and BVH), ``joints``,
+``joints_h36m``, ``frame_index``, ``fps``, ``faces``, ``keypoints_2d`` (the filled 2D input, pixels),
+``image_size``; plus ``interpolated``, ``joint_missing``, ``track_id``, ``normalisation``, ``intrinsics`` (3, 3),
+``intrinsics_assumed``, ``image_size_assumed``, ``reprojection_px`` (N,), ``placed`` (N,); ``vertices`` only with
+``--save-vertices``; readable by
 :func:`mesh.export.load_result`), ``mesh.glb`` (animated, skinned), ``render.mp4`` (mesh | 2D keypoints; unless
 ``--no-render``), optional ``meshes_obj/`` or ``meshes_ply/`` (one file per frame) and ``track.bvh`` (``--bvh``);
 ``OUT/summary.json`` lists every file and the settings. Everything is written into a temporary folder beside ``OUT``
@@ -61,6 +70,7 @@ import numpy as np
 import roma
 import torch
 
+from mesh.camera import Intrinsics, intrinsics_for, place_in_camera
 from mesh.inference import TrackPrediction, predict_track
 from mesh.keypoints_io import FORMATS, KeypointsError, Track, read_keypoints
 from mesh.model import pose_body
@@ -337,7 +347,42 @@ class InferOptions:
     render_size: int = 512
     device: str = "auto"
     threads: int | None = None  # torch CPU threads (None: torch's default)
+    video: str | None = None  # the input video: its size and frame rate (unless image_size / fps are given)
+    focal: float | None = None  # camera focal length in pixels (None: from fov, else the image diagonal)
+    fov: float | None = None  # horizontal field of view in degrees
     timings: dict[str, float] = field(default_factory=dict)  # filled in: seconds per stage
+
+
+def camera_for(image_size: tuple[float, float] | None, keypoints: np.ndarray, focal: float | None,
+               fov: float | None) -> tuple[Intrinsics, bool]:
+    """Intrinsics for placing the body, and whether the image size was assumed.
+
+    Without an image size (AlphaPose files never carry one), the image is assumed to be the smallest box around
+    every keypoint of the file with a 10 % margin, centred on them; the translation's direction then depends on
+    that guess (its depth much less). Give ``--image-size`` (or the file's size) for a faithful camera.
+    """
+    if image_size is not None:
+        return intrinsics_for(image_size[0], image_size[1], focal, fov), False
+    xy = keypoints[..., :2].reshape(-1, 2)
+    lo, hi = xy.min(0), xy.max(0)
+    w, h = (hi - lo) * 1.2 + 1.0
+    k = intrinsics_for(float(w), float(h), focal, fov)
+    centre = (lo + hi) / 2
+    return Intrinsics(k.focal, float(centre[0]), float(centre[1]), k.width, k.height, k.assumed), True
+
+
+def place_result(result: Any, keypoints: np.ndarray, camera: Intrinsics) -> dict[str, np.ndarray]:
+    """Move ``result`` (joints, vertices, ``transl``) into the camera frame (:mod:`mesh.camera`); returns the
+    extra arrays stored with it: intrinsics, per-frame reprojection error (pixels) and which frames were solved."""
+    placement = place_in_camera(result.joints_h36m, keypoints[..., :2], keypoints[..., 2], camera.matrix)
+    shift = placement.transl.astype(np.float32)
+    result.transl = result.transl + shift
+    result.joints = result.joints + shift[:, None]
+    result.joints_h36m = result.joints_h36m + shift[:, None]
+    if result.vertices is not None:
+        result.vertices = result.vertices + shift[:, None]
+    return {"intrinsics": camera.matrix.astype(np.float32), "intrinsics_assumed": np.asarray(camera.assumed),
+            "reprojection_px": placement.residual_px.astype(np.float32), "placed": placement.solved}
 
 
 def run_inference(keypoints: str | Path, checkpoint: str | Path, out: str | Path,
@@ -376,20 +421,39 @@ def run_inference(keypoints: str | Path, checkpoint: str | Path, out: str | Path
     timings["load"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    tracks = read_keypoints(keypoints, opt.format, opt.image_size, opt.largest, require_image_size=norm == "image")
+    image_size, video_fps = opt.image_size, None
+    if opt.video is not None:
+        from mesh.video import video_info
+
+        info = video_info(opt.video)
+        image_size, video_fps = image_size or (float(info.width), float(info.height)), info.fps
+    tracks = read_keypoints(keypoints, opt.format, image_size, opt.largest, require_image_size=norm == "image")
     if opt.persons is not None:
         missing = sorted(set(opt.persons) - set(tracks))
         if missing:
             raise InferError(f"{keypoints}: no track id(s) {missing} (ids: {sorted(tracks)[:20]})")
         tracks = {k: v for k, v in tracks.items() if k in opt.persons}
     first = next(iter(tracks.values()))
-    fps = float(opt.fps or first.fps or 30.0)
+    fps = float(opt.fps or video_fps or first.fps or 30.0)
     skipped = {k: len(v) for k, v in tracks.items() if len(v) < opt.min_frames}
     tracks = {k: v for k, v in tracks.items() if len(v) >= opt.min_frames}
     if not tracks:
         raise InferError(f"{keypoints}: every track is shorter than --min-frames {opt.min_frames}")
     filled = {k: fill_track(v, opt.min_conf, f"{keypoints}: track {k}") for k, v in tracks.items()}
     inputs = {k: normalise_keypoints(f.keypoints, first.image_size, norm, fps) for k, f in filled.items()}
+    all_kp = np.concatenate([f.keypoints for f in filled.values()])
+    if first.image_size is not None:  # keypoints far outside the image: another video's size, or another scale
+        w, h = first.image_size
+        seen = all_kp[all_kp[..., 2] > 0, :2]
+        outside = ((seen < [-0.25 * w, -0.25 * h]) | (seen > [1.25 * w, 1.25 * h])).any(-1).mean() if len(seen) else 0
+        if outside > 0.2:
+            source = f"--video {opt.video}" if opt.video and not opt.image_size else "the image size"
+            raise InferError(f"{keypoints}: {outside:.0%} of the keypoints lie far outside the {w:g} x {h:g} image "
+                             f"({source}): do they come from this video?")
+    try:
+        cameras = {k: camera_for(first.image_size, all_kp, opt.focal, opt.fov)[0] for k in filled}
+    except ValueError as err:
+        raise InferError(f"--focal / --fov: {err}") from None
     timings["read"] = time.perf_counter() - t0
 
     if opt.render:
@@ -416,6 +480,11 @@ def run_inference(keypoints: str | Path, checkpoint: str | Path, out: str | Path
                                opt.smooth_min_cutoff, opt.smooth_beta)
             result = result_from_prediction(pred, body, frame_index=f.frames, fps=fps, keypoints_2d=f.keypoints,
                                             image_size=first.image_size, include_vertices=True)
+            try:
+                placed = place_result(result, f.keypoints, cameras[tid])
+            except ValueError as err:
+                raise InferError(f"{keypoints}: track {tid}: {err}") from None
+            placed["image_size_assumed"] = np.asarray(first.image_size is None)
             timings["body"] += time.perf_counter() - t0
 
             t0 = time.perf_counter()
@@ -424,7 +493,7 @@ def run_inference(keypoints: str | Path, checkpoint: str | Path, out: str | Path
             folder.mkdir()
             files = [write_result_npz(folder / "result.npz", result, {
                 "interpolated": f.interpolated, "joint_missing": f.joint_missing,
-                "track_id": np.asarray(tid, dtype=np.int64), "normalisation": np.asarray(norm)},
+                "track_id": np.asarray(tid, dtype=np.int64), "normalisation": np.asarray(norm), **placed},
                 opt.save_vertices)]
             write_glb(folder / "mesh.glb", result, body)
             files.append(folder / "mesh.glb")
@@ -446,12 +515,17 @@ def run_inference(keypoints: str | Path, checkpoint: str | Path, out: str | Path
                 "folder": name, "frames": len(f.frames), "first_frame": int(f.frames[0]),
                 "last_frame": int(f.frames[-1]), "detections": len(tracks[tid]),
                 "interpolated_frames": int(f.interpolated.sum()), "missing_joints": int(f.joint_missing.sum()),
+                "median_distance_m": round(float(np.median(result.transl[:, 2])), 3),
+                "median_reprojection_px": round(float(np.nanmedian(placed["reprojection_px"])), 2),
                 "files": [str(p.relative_to(stage)) for p in files]}
         summary = {
             "keypoints": str(keypoints), "checkpoint": str(checkpoint), "format": first.source_format,
             "image_size": None if first.image_size is None else list(first.image_size), "fps": fps,
             "normalisation": norm, "clip_len": clip_len, "stride": stride, "flip_test": opt.flip_test,
             "shape": opt.shape, "smooth": opt.smooth, "device": str(device),
+            "camera": {**{k: round(float(v), 3) for k, v in asdict(next(iter(cameras.values()))).items()
+                          if k != "assumed"}, "focal_assumed": next(iter(cameras.values())).assumed,
+                       "image_size_assumed": first.image_size is None},
             "options": {k: v for k, v in asdict(opt).items() if k != "timings"},
             "skipped_tracks": {str(k): f"{n} frames < --min-frames {opt.min_frames}" for k, n in skipped.items()},
             "persons": persons, "timings_s": {k: round(v, 4) for k, v in timings.items()},
@@ -488,6 +562,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="mesh-model checkpoint (mesh.finetune); default: the shipped open model models/ssrstf_mesh.pt")
     ap.add_argument("--out", required=True, help="output folder")
     ap.add_argument("--format", default="auto", choices=FORMATS, help="joint order of the file")
+    ap.add_argument("--video", default=None,
+                    help="the video the keypoints come from: its size and frame rate are used (flags win)")
     ap.add_argument("--image-size", type=float, nargs=2, metavar=("W", "H"),
                     help="video size in pixels (needed only by image-normalised checkpoints; else for drawing)")
     ap.add_argument("--largest", action="store_true",
@@ -498,6 +574,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--norm", default="auto", choices=NORMS,
                     help="2D normalisation: auto = the one the checkpoint was trained with (track_box needs no image "
                     "size; image = the video's size; fixed1920 = the earlier training map; see the module docstring)")
+    cam = ap.add_mutually_exclusive_group()
+    cam.add_argument("--focal", type=float, default=None,
+                     help="focal length in pixels, for the camera-space translation (default: the image diagonal)")
+    cam.add_argument("--fov", type=float, default=None, help="horizontal field of view in degrees (instead of --focal)")
     ap.add_argument("--shape", default="track", choices=("track", "window"), help="betas pooled over the track")
     ap.add_argument("--smooth", default="none", choices=("none", "one-euro"), help="temporal smoothing of rotations")
     ap.add_argument("--smooth-min-cutoff", type=float, default=1.0, help="One-Euro cutoff at rest (Hz)")
@@ -523,16 +603,18 @@ def main(argv: list[str] | None = None) -> int:
         smooth_beta=args.smooth_beta, flip_test=not args.no_flip, clip_len=args.clip_len, stride=args.stride,
         batch_size=args.batch_size, min_conf=args.min_conf, meshes=args.meshes, bvh=args.bvh,
         save_vertices=args.save_vertices, render=not args.no_render, render_size=args.render_size,
-        device=args.device, threads=args.threads)
+        device=args.device, threads=args.threads, focal=args.focal, fov=args.fov, video=args.video)
     if opt.render and (opt.render_size < 2 or opt.render_size % 2):
         print(f"error: --render-size must be a positive even number, got {opt.render_size}", file=sys.stderr)
         return 2
     from body_models import BodyModelFileError
     from mesh.data.mesh_data import MeshDataError
     from mesh.export import ResultFileError
+    from mesh.video import VideoError
     from motion.checkpoint import SHIPPED_MESH_MODEL, CheckpointError
 
-    one_line_errors = (InferError, KeypointsError, CheckpointError, ResultFileError, BodyModelFileError, MeshDataError)
+    one_line_errors = (InferError, KeypointsError, CheckpointError, ResultFileError, BodyModelFileError, MeshDataError,
+                       VideoError)
     try:
         run_inference(args.keypoints, args.checkpoint or SHIPPED_MESH_MODEL, args.out, opt)
     except one_line_errors as err:
