@@ -47,7 +47,9 @@ keypoints (recorded: ``image_size_assumed``), which makes the sideways position 
 ``intrinsics_assumed``, ``image_size_assumed``, ``reprojection_px`` (N,), ``placed`` (N,); ``vertices`` only with
 ``--save-vertices``; readable by
 :func:`mesh.export.load_result`), ``mesh.glb`` (animated, skinned), ``render.mp4`` (mesh | 2D keypoints; unless
-``--no-render``), optional ``meshes_obj/`` or ``meshes_ply/`` (one file per frame) and ``track.bvh`` (``--bvh``);
+``--no-render``), ``overlay.mp4`` with ``--overlay`` (the mesh over the ``--video`` frames, pixel-aligned through
+the camera placement; a blank canvas of the image's size without a video), optional ``meshes_obj/`` or
+``meshes_ply/`` (one file per frame) and ``track.bvh`` (``--bvh``);
 ``OUT/summary.json`` lists every file and the settings. Everything is written into a temporary folder beside ``OUT``
 and moved into place at the end: an error leaves ``OUT`` as it was (person folders of the same name and
 ``summary.json`` are replaced; other files in ``OUT`` are kept).
@@ -345,6 +347,7 @@ class InferOptions:
     save_vertices: bool = False
     render: bool = True
     render_size: int = 512
+    overlay: bool = False  # also overlay.mp4: the mesh over the video's frames (or a blank canvas of its size)
     device: str = "auto"
     threads: int | None = None  # torch CPU threads (None: torch's default)
     video: str | None = None  # the input video: its size and frame rate (unless image_size / fps are given)
@@ -510,6 +513,14 @@ def run_inference(keypoints: str | Path, checkpoint: str | Path, out: str | Path
 
                 files.append(render_video(folder / "render.mp4", result, None,
                                           VideoOptions(size=opt.render_size, fps=fps, keypoints=True)))
+                if opt.overlay:
+                    from mesh.render import write_overlay
+                    from mesh.video import video_frames
+
+                    cam = cameras[tid]
+                    files.append(write_overlay(folder / "overlay.mp4", result, cam.matrix, round(cam.width),
+                                               round(cam.height), video_frames(opt.video) if opt.video else None,
+                                               fps=fps))
                 timings["render"] += time.perf_counter() - t0
             persons[str(tid)] = {
                 "folder": name, "frames": len(f.frames), "first_frame": int(f.frames[0]),
@@ -592,6 +603,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--save-vertices", action="store_true", help="store vertices in result.npz (large)")
     ap.add_argument("--no-render", action="store_true", help="no mp4")
     ap.add_argument("--render-size", type=int, default=512, help="video panel size (even)")
+    ap.add_argument("--overlay", action="store_true",
+                    help="also overlay.mp4: the mesh drawn over the --video frames (or a blank canvas of its size)")
     ap.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     ap.add_argument("--threads", type=int, default=None,
                     help="torch CPU threads (default: torch's; 1 is often faster on a busy machine)")
@@ -603,7 +616,8 @@ def main(argv: list[str] | None = None) -> int:
         smooth_beta=args.smooth_beta, flip_test=not args.no_flip, clip_len=args.clip_len, stride=args.stride,
         batch_size=args.batch_size, min_conf=args.min_conf, meshes=args.meshes, bvh=args.bvh,
         save_vertices=args.save_vertices, render=not args.no_render, render_size=args.render_size,
-        device=args.device, threads=args.threads, focal=args.focal, fov=args.fov, video=args.video)
+        device=args.device, threads=args.threads, focal=args.focal, fov=args.fov, video=args.video,
+        overlay=args.overlay)
     if opt.render and (opt.render_size < 2 or opt.render_size % 2):
         print(f"error: --render-size must be a positive even number, got {opt.render_size}", file=sys.stderr)
         return 2

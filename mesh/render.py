@@ -485,8 +485,9 @@ class MeshRenderer:
         for i in range(len(meshes), len(self._present)):
             self._present[i] = False
 
-    def render_panels(self, panels: Sequence[Panel]) -> np.ndarray:
-        """Draw ``panels`` left to right with the meshes of the last :meth:`set_meshes`; (H, W * len, 3) uint8."""
+    def render_panels(self, panels: Sequence[Panel], alpha: bool = False) -> np.ndarray:
+        """Draw ``panels`` left to right with the meshes of the last :meth:`set_meshes`; (H, W * len, 3) uint8, or
+        with ``alpha`` (H, W * len, 4) whose 4th channel is the coverage (0 where only background shows)."""
         gl = self._gl
         self._platform.make_current()
         w, h = self.width, self.height
@@ -494,7 +495,7 @@ class MeshRenderer:
         draw_fbo = self._fbos[0]
         gl.glBindFramebuffer(gl.GL_FRAMEBUFFER, draw_fbo)
         gl.glViewport(0, 0, w * len(panels), h)
-        gl.glClearColor(*self.bg_color, 1.0)
+        gl.glClearColor(*self.bg_color, 0.0 if alpha else 1.0)
         gl.glClear(gl.GL_COLOR_BUFFER_BIT | gl.GL_DEPTH_BUFFER_BIT)
         gl.glUseProgram(self._program)
         gl.glEnable(gl.GL_DEPTH_TEST)
@@ -539,7 +540,7 @@ class MeshRenderer:
         gl.glPixelStorei(gl.GL_PACK_ALIGNMENT, 1)
         # RGBA is Mesa's native layout: a plain copy, several times faster than reading RGB.
         gl.glReadPixels(0, 0, w * len(panels), h, gl.GL_RGBA, gl.GL_UNSIGNED_BYTE, self._pixels)
-        return self._pixels[..., :3].copy()
+        return self._pixels.copy() if alpha else self._pixels[..., :3].copy()
 
     def render(self, vertices: np.ndarray | Sequence[np.ndarray | None] | None, camera: Camera,
                colors: Sequence[tuple[float, float, float, float]] | None = None) -> np.ndarray:
@@ -863,6 +864,83 @@ def video_frames(pred: MeshResult, gt: MeshResult | None = None, options: VideoO
     finally:
         if own:
             r.close()
+
+
+def camera_view(K: np.ndarray, width: int, height: int, scale: float = 1.0) -> Camera:
+    """The pinhole camera of intrinsics ``K`` (the frame the camera-space meshes are in), for an image of
+    ``width`` x ``height`` pixels drawn ``scale`` times smaller or larger."""
+    # even sizes: mp4 (yuv420p) needs them
+    return Camera(rotation=np.eye(3), translation=np.zeros(3), focal=float(K[0, 0]) * scale,
+                  width=max(2, 2 * round(width * scale / 2)), height=max(2, 2 * round(height * scale / 2)),
+                  cx=float(K[0, 2]) * scale, cy=float(K[1, 2]) * scale, znear=0.05, zfar=500.0)
+
+
+def overlay_frames(result: MeshResult, K: np.ndarray, width: int, height: int,
+                   background: Iterator[np.ndarray] | None = None, opacity: float = 0.75, scale: float = 1.0,
+                   color: tuple[float, float, float, float] = PRED_COLOR,
+                   canvas: tuple[int, int, int] = (235, 235, 235)) -> Iterator[np.ndarray]:
+    """Yield the mesh drawn over the input frames, pixel-aligned: ``(round(H * scale), round(W * scale), 3)`` uint8
+    for every video frame from the first to the last frame of the result.
+
+    Args:
+        result: camera-frame vertices (``mesh.infer`` places them), ``frame_index`` = the video's frame numbers.
+        K: the intrinsics the result was placed with; ``width``, ``height``: the video's size.
+        background: the video's frames from frame 0 on (``mesh.video.video_frames``), read lazily; None = a plain
+            ``canvas`` of the video's size (when no video is at hand).
+    """
+    verts = _vertices_of(result, "result")
+    index = np.asarray(result.frame_index)
+    cam = camera_view(K, width, height, scale)
+    lookup = {int(f): i for i, f in enumerate(index)}
+    renderer = MeshRenderer(np.asarray(result.faces), cam.width, cam.height, bg_color=(0.0, 0.0, 0.0))
+    try:
+        frames = iter(background) if background is not None else None
+        for number in range(int(index[-1]) + 1):
+            frame = next(frames, None) if frames is not None else None
+            if number < index[0]:
+                continue
+            if frame is None:
+                base = np.empty((cam.height, cam.width, 3), np.uint8)
+                base[:] = canvas
+            else:
+                base = frame if scale == 1.0 else _resize(frame, cam.width, cam.height)
+            i = lookup.get(number)
+            if i is None:
+                yield base.copy()
+                continue
+            renderer.set_meshes([verts[i]])
+            rgba = renderer.render_panels([Panel(cam, [Layer(0, color)])], alpha=True)
+            a = rgba[..., 3:4].astype(np.float32) / 255.0 * opacity
+            yield (base.astype(np.float32) * (1 - a) + rgba[..., :3].astype(np.float32) * a).round().astype(np.uint8)
+    finally:
+        renderer.close()
+
+
+def _resize(frame: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Nearest-neighbour resize (the overlay's background, when drawn smaller than the video)."""
+    rows = (np.arange(height) * frame.shape[0] / height).astype(int)
+    cols = (np.arange(width) * frame.shape[1] / width).astype(int)
+    return frame[rows][:, cols]
+
+
+def write_overlay(out: str | Path, result: MeshResult, K: np.ndarray, width: int, height: int,
+                  background: Iterator[np.ndarray] | None = None, fps: float | None = None,
+                  max_side: int = 1280) -> Path:
+    """:func:`overlay_frames` to an mp4 (atomically), drawn at most ``max_side`` pixels on the longer side."""
+    scale = min(1.0, max_side / max(width, height))
+    writer: VideoWriter | None = None
+    ok = False
+    try:
+        for frame in overlay_frames(result, K, width, height, background, scale=scale):
+            if writer is None:
+                writer = VideoWriter(out, frame.shape[1], frame.shape[0], fps or result.fps)
+            writer.write(frame)
+        ok = True
+    finally:
+        if writer is not None:
+            writer.close(keep=ok)
+    assert writer is not None
+    return writer.path
 
 
 def render_video(out: str | Path, pred: MeshResult, gt: MeshResult | None = None,
