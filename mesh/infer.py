@@ -40,7 +40,8 @@ squares, smoothed over time, frames without enough confident joints filled by th
 image centre. Files without an image size (AlphaPose) and no ``--image-size`` get an assumed image around their
 keypoints (recorded: ``image_size_assumed``), which makes the sideways position a guess.
 
-**Outputs** (per track, in ``OUT/person_<id>/``): ``result.npz`` (:mod:`mesh.export` result keys: SMPL
+**Outputs** (per track, in ``OUT/person_<id>/``): ``viewer.html`` (the animated mesh in any browser, offline:
+:mod:`mesh.viewer`), ``result.npz`` (:mod:`mesh.export` result keys: SMPL
 ``global_orient``/``body_pose``/``betas``/``transl`` (camera frame: the root motion of the glb and BVH), ``joints``,
 ``joints_h36m``, ``frame_index``, ``fps``, ``faces``, ``keypoints_2d`` (the filled 2D input, pixels),
 ``image_size``; plus ``interpolated``, ``joint_missing``, ``track_id``, ``normalisation``, ``intrinsics`` (3, 3),
@@ -500,6 +501,9 @@ def run_inference(keypoints: str | Path, checkpoint: str | Path, out: str | Path
                 opt.save_vertices)]
             write_glb(folder / "mesh.glb", result, body)
             files.append(folder / "mesh.glb")
+            from mesh.viewer import write_viewer
+
+            files.append(write_viewer(folder / "viewer.html", result, body, title=f"{Path(keypoints).name}: {name}"))
             if opt.bvh:
                 files.append(write_bvh(folder / "track.bvh", result, body))
             if opt.meshes != "none":
