@@ -26,10 +26,11 @@ import torch
 import yaml
 from tqdm import tqdm
 
-from body_models import BodyModelFileError, load_body_model, load_spin_regressor
+from body_models import BodyModel, BodyModelFileError, load_body_model, load_spin_regressor
 from mesh.checkpoint import load_mesh_model
-from mesh.data.mesh_data import MeshDataError, read_mesh_split
+from mesh.data.mesh_data import MeshDataError, MeshSplit, read_mesh_split
 from mesh.evaluation import PROTOCOLS, MeshEvaluation, Protocol, evaluate_mesh, get_protocol
+from mesh.model import MeshRecovery
 from motion.checkpoint import SHIPPED_MESH_MODEL, CheckpointError
 from motion.data.transforms import normalisation_of
 from motion.training import resolve_device
@@ -69,6 +70,24 @@ def write_reports(ev: MeshEvaluation, out: Path, title: str) -> dict[str, Path]:
     tmp.replace(paths["per_frame"])
     _plot(ev, table, paths["plot"], title)
     return paths
+
+
+def _write_report_page(ev: MeshEvaluation, out: Path, title: str, plot: Path, model: MeshRecovery, body: BodyModel,
+                       split: MeshSplit, protocol: Protocol, viewers: int) -> Path:
+    """report.html with 3D viewers of the ``viewers`` worst sequences (prediction against ground truth)."""
+    from mesh.export import sequence_results
+    from mesh.report import write_report_html
+    from mesh.viewer import write_viewer
+
+    table = ev.per_sequence()
+    worst = sorted(table, key=lambda s: table[s]["mpve_mm"], reverse=True)[:viewers]
+    pages = {}
+    for seq in worst:
+        pred, gt = sequence_results(model, body, split, seq, fps=protocol.fps, clip_len=protocol.clip_len)
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in seq)
+        pages[seq] = write_viewer(out / f"viewer_{safe}.html", pred, body, gt=gt,
+                                  errors_mm=ev.per_frame["mpve"][ev.source == seq], title=f"{title}: {seq}")
+    return write_report_html(out / "report.html", ev, title, plot, pages)
 
 
 def _plot(ev: MeshEvaluation, table: dict[str, dict[str, float]], path: Path, title: str) -> None:
@@ -120,6 +139,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast for the network")
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--viewers", type=int, default=3,
+                        help="3D viewers (viewer_*.html, in report.html) of this many worst sequences; 0 = none")
     args = parser.parse_args(argv)
     try:
         protocol = _protocol(args.protocol, args.set)
@@ -173,6 +194,8 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or home / f"eval_{Path(data).stem}_{args.split}_{protocol.name}"
     title = f"{args.checkpoint.parent.name} on {label} [{args.split}], {protocol.name}"
     paths = write_reports(ev, out, title)
+    paths["report"] = _write_report_page(ev, out, title, paths["plot"], model, neutral, split, protocol,
+                                         max(0, args.viewers))
     joints = protocol.joint_set.upper()
     print(f"\n{'metric':<22}{'value':>10}")
     for key, name in (("mpve_mm", "MPVE (mm)"), ("mpjpe_mm", f"MPJPE-{joints} (mm)"),

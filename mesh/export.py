@@ -177,6 +177,31 @@ def result_from_prediction(pred: Any, body: BodyModel, frame_index: np.ndarray |
     return validate_result(result)
 
 
+def sequence_results(model: Any, body: BodyModel, split: Any, name: str, fps: float = 30.0,
+                     clip_len: int = 16) -> tuple[MeshResult, MeshResult]:
+    """Prediction and ground truth of track ``name`` of a :class:`mesh.data.mesh_data.MeshSplit`, as results
+    (root-relative, as evaluated; whole track in windows of ``clip_len`` with stride ``clip_len // 2``, flip test)."""
+    from body_models.rotations import axis_angle_to_rotmat
+    from mesh.inference import predict_track
+    from mesh.model import pose_body
+
+    sel = split.source == name
+    pred = predict_track(model, split.inputs[sel], clip_len=clip_len, stride=max(1, clip_len // 2), flip_test=True)
+    result = result_from_prediction(pred, body, fps=fps, keypoints_2d=split.inputs[sel])
+    dev = body.v_template.device
+    rot = axis_angle_to_rotmat(torch.from_numpy(split.pose[sel]).reshape(-1, 24, 3))[None].float().to(dev)
+    with torch.no_grad():
+        out = pose_body(body, rot, torch.from_numpy(split.shape[sel])[None].float().to(dev))
+    out = type(out)(**{k: v.cpu() if isinstance(v, torch.Tensor) else v for k, v in vars(out).items()})
+    centre = out.joints_h36m[0][:, :1]  # root-relative like the prediction
+    gt = MeshResult(global_orient=split.pose[sel, :3].astype(np.float32),
+                    body_pose=split.pose[sel, 3:].astype(np.float32), betas=split.shape[sel].astype(np.float32),
+                    joints=(out.joints_smpl[0] - centre).numpy(), joints_h36m=(out.joints_h36m[0] - centre).numpy(),
+                    frame_index=result.frame_index, fps=fps, faces=result.faces, body_model=result.body_model,
+                    vertices=(out.vertices[0] - centre).numpy())
+    return result, gt
+
+
 # ----------------------------------------------------------------------------------------------- atomic writes
 
 

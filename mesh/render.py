@@ -974,14 +974,10 @@ def render_from_checkpoint(checkpoint: str | Path, data: str | Path, out_dir: st
                            fps: float = 30.0) -> list[Path]:
     """Predict every track of ``data[split]`` (or only ``sequence``) with ``checkpoint`` (clip 16, stride 8, flip
     test) and write ``DIR/<track>.mp4`` (ground truth | prediction) plus ``DIR/<track>.npz`` (the prediction)."""
-    import torch
-
     from body_models import load_body_model
     from mesh.checkpoint import load_mesh_model
     from mesh.data.mesh_data import read_mesh_split
-    from mesh.export import result_from_prediction, save_result
-    from mesh.inference import predict_track
-    from mesh.model import pose_body
+    from mesh.export import save_result, sequence_results
     from motion.data.transforms import normalisation_of
 
     for p, what in ((checkpoint, "checkpoint"), (data, "data file")):
@@ -998,18 +994,7 @@ def render_from_checkpoint(checkpoint: str | Path, data: str | Path, out_dir: st
     out_dir = Path(out_dir)
     written = []
     for name in names:
-        sel = ms.source == name
-        pred = predict_track(model, ms.inputs[sel], clip_len=16, stride=8, flip_test=True)
-        result = result_from_prediction(pred, body, fps=fps, keypoints_2d=ms.inputs[sel])
-        rot = torch.from_numpy(ms.pose[sel]).reshape(-1, 24, 3)
-        from body_models.rotations import axis_angle_to_rotmat
-
-        with torch.no_grad():
-            gt_out = pose_body(body, axis_angle_to_rotmat(rot)[None], torch.from_numpy(ms.shape[sel])[None])
-        gt = MeshResult(global_orient=ms.pose[sel, :3], body_pose=ms.pose[sel, 3:], betas=ms.shape[sel],
-                        joints=gt_out.joints_smpl[0].numpy(), joints_h36m=gt_out.joints_h36m[0].numpy(),
-                        frame_index=result.frame_index, fps=fps, faces=result.faces, body_model=result.body_model,
-                        vertices=gt_out.vertices[0].numpy())
+        result, gt = sequence_results(model, body, ms, name, fps)
         stem = out_dir / _safe_name(name)
         save_result(stem.with_suffix(".npz"), result)
         written.append(render_video(stem.with_suffix(".mp4"), result, gt, options))

@@ -68,7 +68,8 @@ def write_viewer(path: str | Path, result: MeshResult, body: BodyModel, gt: Mesh
         raise ValueError(f"errors_mm has {len(errors_mm)} values for {len(frames)} frames")
     data = {"title": title, "fps": float(result.fps), "frames": frames, "pred_glb": _glb_base64(result, body),
             "gt_glb": _glb_base64(gt, body) if gt is not None else None, "error_name": error_name,
-            "errors_mm": None if errors_mm is None else [round(float(e), 2) for e in errors_mm]}
+            "errors_mm": None if errors_mm is None else
+            [round(float(e), 2) if np.isfinite(e) else None for e in errors_mm]}  # undefined frames: null
     page = _PAGE.format(title=html.escape(title), data=json.dumps(data).replace("</", "<\\/"),
                         bundle=(ASSETS / "viewer.bundle.js").read_text())
     return _atomic_file(Path(path), lambda f: f.write(page.encode("utf-8")))

@@ -53,6 +53,18 @@ def test_reports_under_both_protocols(mesh_checkpoint: Path, synthetic_data: dic
     assert rows[0].startswith("sequence,mpve_mm") and len(rows) == 1 + 6  # one row per test sequence
     assert np.load(out / "per_frame.npz")["mpve"].shape == (summary["frames"],)
     assert (out / "errors.png").stat().st_size > 10_000
+    # report.html: metrics, the embedded plot, the sequences worst first, viewers of the 3 worst
+    page = (out / "report.html").read_text()
+    table = {r.split(",")[0]: float(r.split(",")[1]) for r in rows[1:]}
+    worst = sorted(table, key=table.get, reverse=True)
+    positions = [page.rindex(f"<tr><td>{seq}</td>") for seq in worst]
+    assert positions == sorted(positions) and "data:image/png;base64," in page
+    assert f"{summary['mpve_mm']:.1f}" in page
+    viewers = sorted(out.glob("viewer_*.html"))
+    assert [v.name for v in viewers] == sorted(f"viewer_{seq}.html" for seq in worst[:3])
+    assert all(f"src='{v.name}'" in page for v in viewers)
+    data = json.loads(viewers[0].read_text().split('id="viewer-data">')[1].split("</script>")[0])
+    assert data["gt_glb"] and data["errors_mm"] and len(data["errors_mm"]) == len(data["frames"])
 
 
 class _FixedPose(nn.Module):

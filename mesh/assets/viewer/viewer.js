@@ -92,7 +92,10 @@ async function main() {
     if (layers[1]) layers[1].root.visible = ui.gt.checked;
     ui.scrub.value = String(index);
     ui.frame.textContent = `frame ${frames[index]} (${index + 1} / ${frames.length})`;
-    if (data.errors_mm) ui.err.textContent = `${data.error_name}: ${data.errors_mm[index].toFixed(1)} mm`;
+    if (data.errors_mm) {
+      const e = data.errors_mm[index];
+      ui.err.textContent = `${data.error_name}: ${e === null ? "n/a" : e.toFixed(1) + " mm"}`;
+    }
     renderer.render(scene, camera);
   }
   ui.play.onclick = () => { playing = !playing; ui.play.textContent = playing ? "pause" : "play"; };
