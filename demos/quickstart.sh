@@ -37,7 +37,7 @@ $PY -m mesh.render --data "$SYN/mesh_synthetic.pkl" --split test --sequence synt
 echo "== in-the-wild inference from a detector file (a synthetic test track as its COCO-17 detector wrote it)"
 $PY -m mesh.keypoints_io --from-synthetic "$SYN/mesh_synthetic.pkl" --split test --sequence synth_test_0001 \
     --out runs/quickstart_shipped/keypoints.json
-$PY -m mesh.infer --keypoints runs/quickstart_shipped/keypoints.json --out runs/quickstart_infer
+$PY -m mesh.infer --keypoints runs/quickstart_shipped/keypoints.json --out runs/quickstart_infer --overlay
 
 echo
 echo "quickstart done in $(( $(date +%s) - start )) s (synthetic data, embedded open body model, shipped models):"
@@ -46,4 +46,4 @@ echo "  synthetic data:      $SYN/"
 echo "  fine-tuned model:    $MESH/best.pt  (metrics: $MESH/metrics.json, evaluation: $MESH/eval_*/)"
 echo "  shipped mesh model:  models/ssrstf_mesh.pt  (evaluation: runs/quickstart_shipped/eval/)"
 echo "  render:              runs/quickstart_shipped/render/"
-echo "  inference outputs:   runs/quickstart_infer/ (npz, glb, mp4 per person)"
+echo "  inference outputs:   runs/quickstart_infer/ (npz, glb, render.mp4 and overlay.mp4 per person)"
