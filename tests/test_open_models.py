@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import pickle
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +30,7 @@ REPO = Path(__file__).resolve().parents[1]
 def _driver():
     spec = importlib.util.spec_from_file_location("train_open_models", REPO / "scripts" / "train_open_models.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 

@@ -250,7 +250,8 @@ def test_cli(gl: str, body, tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     np.savez(tmp_path / "faces.npz", **{**raw, "faces": raw["faces"][:, ::-1] + 5})
     assert "body model mismatch" in error("--result", str(tmp_path / "faces.npz"))
     assert "unknown view" in error("--result", str(tmp_path / "p.npz"), "--views", "back")
-    assert "exactly one of" in error()
+    assert "give --result FILE.npz, or --data FILE" in error()
+    assert "not both" in error("--result", str(tmp_path / "p.npz"), "--checkpoint", str(tmp_path / "c.pt"))
     assert "no such checkpoint" in error("--checkpoint", str(tmp_path / "c.pt"), "--data", str(tmp_path / "d.pkl"))
     with pytest.raises(rd.RenderError, match=r"mesh 0 has shape \(5, 3\)"), \
             rd.MeshRenderer(body.faces.numpy(), 32, 32) as r:
