@@ -37,8 +37,9 @@ the reverse, is an error.
 translation makes the predicted joints project onto the keypoints (:mod:`mesh.camera`: confidence-weighted least
 squares, smoothed over time, frames without enough confident joints filled by the smoothing). Intrinsics: ``--focal``
 (pixels) or ``--fov`` (horizontal degrees), else the image diagonal as the focal length; the principal point is the
-image centre. Files without an image size (AlphaPose) and no ``--image-size`` get an assumed image around their
-keypoints (recorded: ``image_size_assumed``), which makes the sideways position a guess.
+image centre. Files without an image size (AlphaPose) and no ``--video`` / ``--image-size`` get an assumed image from
+(0, 0) to just beyond their largest keypoint coordinates (recorded: ``image_size_assumed``), which makes the sideways
+position a guess.
 
 **Outputs** (per track, in ``OUT/person_<id>/``): ``viewer.html`` (the animated mesh in any browser, offline:
 :mod:`mesh.viewer`), ``result.npz`` (:mod:`mesh.export` result keys: SMPL
@@ -361,18 +362,16 @@ def camera_for(image_size: tuple[float, float] | None, keypoints: np.ndarray, fo
                fov: float | None) -> tuple[Intrinsics, bool]:
     """Intrinsics for placing the body, and whether the image size was assumed.
 
-    Without an image size (AlphaPose files never carry one), the image is assumed to be the smallest box around
-    every keypoint of the file with a 10 % margin, centred on them; the translation's direction then depends on
-    that guess (its depth much less). Give ``--image-size`` (or the file's size) for a faithful camera.
+    Without an image size (AlphaPose files never carry one), the image is assumed to span from pixel (0, 0) to 5 %
+    beyond the largest keypoint coordinates of the file (detector pixels start at the image's top-left corner), with
+    its centre as the principal point; the sideways position then depends on that guess (the distance much less).
+    Give ``--video`` or ``--image-size`` for a faithful camera.
     """
     if image_size is not None:
         return intrinsics_for(image_size[0], image_size[1], focal, fov), False
-    xy = keypoints[..., :2].reshape(-1, 2)
-    lo, hi = xy.min(0), xy.max(0)
-    w, h = (hi - lo) * 1.2 + 1.0
-    k = intrinsics_for(float(w), float(h), focal, fov)
-    centre = (lo + hi) / 2
-    return Intrinsics(k.focal, float(centre[0]), float(centre[1]), k.width, k.height, k.assumed), True
+    hi = keypoints[..., :2].reshape(-1, 2).max(0)
+    w, h = np.maximum(hi * 1.05, 2.0)
+    return intrinsics_for(float(w), float(h), focal, fov), True
 
 
 def place_result(result: Any, keypoints: np.ndarray, camera: Intrinsics) -> dict[str, np.ndarray]:
