@@ -181,7 +181,8 @@ def _silhouettes(vertices: np.ndarray, faces: np.ndarray, K: np.ndarray, width: 
 def test_overlay_is_pixel_aligned_with_the_true_camera(synthetic_data: dict[str, Path], tmp_path: Path) -> None:
     """The ground-truth mesh of a synthetic track drawn through the overlay's camera covers exactly its projected
     vertices (bounding boxes within 1.5 px at a quarter of 720 x 1280); the shipped model's mesh, placed by
-    mesh.infer with the true focal length, overlaps it (silhouette IoU; observed median CALIBRATE)."""
+    mesh.infer with the true focal length, overlaps it (silhouette IoU on every 10th frame: observed median 0.73,
+    lowest 0.71)."""
     import torch
 
     from body_models import load_body_model
@@ -219,7 +220,7 @@ def test_overlay_is_pixel_aligned_with_the_true_camera(synthetic_data: dict[str,
     pred = load_result(tmp_path / "out" / "person_0" / "result.npz")
     masks_pred = _silhouettes(pred.vertices[frames], body.faces.numpy(), K, w, h, scale)
     iou = (masks_gt & masks_pred).sum((1, 2)) / (masks_gt | masks_pred).sum((1, 2))
-    assert np.median(iou) > 0.5, iou
+    assert np.median(iou) > 0.6 and iou.min() > 0.5, iou
     # The overlay video frames: the mesh blended over a plain canvas exactly where the silhouette is.
     drawn = list(overlay_frames(pred, K, w, h, None, scale=scale))
     assert pred.frame_index[0] == 0 and len(drawn) == m.sum() and drawn[0].shape == (*masks_pred[0].shape, 3)
