@@ -928,37 +928,31 @@ def write_overlay(out: str | Path, result: MeshResult, K: np.ndarray, width: int
                   max_side: int = 1280) -> Path:
     """:func:`overlay_frames` to an mp4 (atomically), drawn at most ``max_side`` pixels on the longer side."""
     scale = min(1.0, max_side / max(width, height))
-    writer: VideoWriter | None = None
-    ok = False
-    try:
-        for frame in overlay_frames(result, K, width, height, background, scale=scale):
-            if writer is None:
-                writer = VideoWriter(out, frame.shape[1], frame.shape[0], fps or result.fps)
-            writer.write(frame)
-        ok = True
-    finally:
-        if writer is not None:
-            writer.close(keep=ok)
-    assert writer is not None
-    return writer.path
+    return write_frames(out, overlay_frames(result, K, width, height, background, scale=scale), fps or result.fps)
 
 
 def render_video(out: str | Path, pred: MeshResult, gt: MeshResult | None = None,
                  options: VideoOptions | None = None) -> Path:
     """Render :func:`video_frames` to ``out`` (mp4, atomically: a temp file renamed when complete)."""
     opt = options or VideoOptions()
+    return write_frames(out, video_frames(pred, gt, opt), opt.fps or pred.fps)
+
+
+def write_frames(out: str | Path, frames: Iterator[np.ndarray], fps: float) -> Path:
+    """Write ``frames`` (H, W, 3) uint8 to the mp4 ``out`` atomically (a temp file renamed when complete)."""
     writer: VideoWriter | None = None
     ok = False
     try:
-        for frame in video_frames(pred, gt, opt):
+        for frame in frames:
             if writer is None:
-                writer = VideoWriter(out, frame.shape[1], frame.shape[0], opt.fps or pred.fps)
+                writer = VideoWriter(out, frame.shape[1], frame.shape[0], fps)
             writer.write(frame)
         ok = True
     finally:
         if writer is not None:
             writer.close(keep=ok)
-    assert writer is not None
+    if writer is None:
+        raise RenderError(f"{out}: no frames to write")
     return writer.path
 
 
