@@ -164,15 +164,7 @@ def _smooth_solve(A: np.ndarray, b: np.ndarray, solved: np.ndarray, lam: np.ndar
         for i in np.flatnonzero(solved):
             out[i] = np.linalg.solve(A[i] + 1e-9 * np.eye(3), b[i])
         return out
-    rows, cols, vals = [], [], []
-    for i in range(n):
-        if solved[i]:
-            for r in range(3):
-                for c in range(3):
-                    rows.append(3 * i + r)
-                    cols.append(3 * i + c)
-                    vals.append(A[i, r, c])
-    H = sparse.coo_matrix((vals, (rows, cols)), shape=(3 * n, 3 * n)).tocsr()
+    H = sparse.block_diag([A[i] if solved[i] else np.zeros((3, 3)) for i in range(n)], format="csr")
     D = sparse.diags([np.ones(n - 2), -2 * np.ones(n - 2), np.ones(n - 2)], [0, 1, 2], shape=(n - 2, n))
     weights = sparse.diags(lam[1:-1])
     H = H + sparse.kron(D.T @ weights @ D, sparse.eye(3)) + sparse.eye(3 * n) * 1e-9

@@ -359,8 +359,8 @@ class InferOptions:
 
 
 def camera_for(image_size: tuple[float, float] | None, keypoints: np.ndarray, focal: float | None,
-               fov: float | None) -> tuple[Intrinsics, bool]:
-    """Intrinsics for placing the body, and whether the image size was assumed.
+               fov: float | None) -> Intrinsics:
+    """Intrinsics for placing the body (the image size is assumed when ``image_size`` is None).
 
     Without an image size (AlphaPose files never carry one), the image is assumed to span from pixel (0, 0) to 5 %
     beyond the largest keypoint coordinates of the file (detector pixels start at the image's top-left corner), with
@@ -368,10 +368,10 @@ def camera_for(image_size: tuple[float, float] | None, keypoints: np.ndarray, fo
     Give ``--video`` or ``--image-size`` for a faithful camera.
     """
     if image_size is not None:
-        return intrinsics_for(image_size[0], image_size[1], focal, fov), False
+        return intrinsics_for(image_size[0], image_size[1], focal, fov)
     hi = keypoints[..., :2].reshape(-1, 2).max(0)
     w, h = np.maximum(hi * 1.05, 2.0)
-    return intrinsics_for(float(w), float(h), focal, fov), True
+    return intrinsics_for(float(w), float(h), focal, fov)
 
 
 def place_result(result: Any, keypoints: np.ndarray, camera: Intrinsics) -> dict[str, np.ndarray]:
@@ -454,7 +454,7 @@ def run_inference(keypoints: str | Path, checkpoint: str | Path, out: str | Path
             raise InferError(f"{keypoints}: {outside:.0%} of the keypoints lie far outside the {w:g} x {h:g} image "
                              f"({source}): do they come from this video?")
     try:
-        cameras = {k: camera_for(first.image_size, all_kp, opt.focal, opt.fov)[0] for k in filled}
+        camera = camera_for(first.image_size, all_kp, opt.focal, opt.fov)  # one video, one camera for all tracks
     except ValueError as err:
         raise InferError(f"--focal / --fov: {err}") from None
     timings["read"] = time.perf_counter() - t0
@@ -484,7 +484,7 @@ def run_inference(keypoints: str | Path, checkpoint: str | Path, out: str | Path
             result = result_from_prediction(pred, body, frame_index=f.frames, fps=fps, keypoints_2d=f.keypoints,
                                             image_size=first.image_size, include_vertices=True)
             try:
-                placed = place_result(result, f.keypoints, cameras[tid])
+                placed = place_result(result, f.keypoints, camera)
             except ValueError as err:
                 raise InferError(f"{keypoints}: track {tid}: {err}") from None
             placed["image_size_assumed"] = np.asarray(first.image_size is None)
@@ -520,9 +520,8 @@ def run_inference(keypoints: str | Path, checkpoint: str | Path, out: str | Path
                     from mesh.render import write_overlay
                     from mesh.video import video_frames
 
-                    cam = cameras[tid]
-                    files.append(write_overlay(folder / "overlay.mp4", result, cam.matrix, round(cam.width),
-                                               round(cam.height), video_frames(opt.video) if opt.video else None,
+                    files.append(write_overlay(folder / "overlay.mp4", result, camera.matrix, round(camera.width),
+                                               round(camera.height), video_frames(opt.video) if opt.video else None,
                                                fps=fps))
                 timings["render"] += time.perf_counter() - t0
             persons[str(tid)] = {
@@ -537,9 +536,8 @@ def run_inference(keypoints: str | Path, checkpoint: str | Path, out: str | Path
             "image_size": None if first.image_size is None else list(first.image_size), "fps": fps,
             "normalisation": norm, "clip_len": clip_len, "stride": stride, "flip_test": opt.flip_test,
             "shape": opt.shape, "smooth": opt.smooth, "device": str(device),
-            "camera": {**{k: round(float(v), 3) for k, v in asdict(next(iter(cameras.values()))).items()
-                          if k != "assumed"}, "focal_assumed": next(iter(cameras.values())).assumed,
-                       "image_size_assumed": first.image_size is None},
+            "camera": {**{k: round(float(v), 3) for k, v in asdict(camera).items() if k != "assumed"},
+                       "focal_assumed": camera.assumed, "image_size_assumed": first.image_size is None},
             "options": {k: v for k, v in asdict(opt).items() if k != "timings"},
             "skipped_tracks": {str(k): f"{n} frames < --min-frames {opt.min_frames}" for k, n in skipped.items()},
             "persons": persons, "timings_s": {k: round(v, 4) for k, v in timings.items()},
