@@ -32,7 +32,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import ConcatDataset, DataLoader, Subset
+from torch.utils.data import DataLoader
 
 from body_models import BodyModelFileError, load_body_model, load_mean_params
 from body_models.rotations import pose_to_rotmats
@@ -44,6 +44,7 @@ from mesh.losses import LossWeights, loss_preset, mesh_loss, train_vertex_ids
 from mesh.model import MeshRecovery, pose_body
 from motion.checkpoint import CheckpointError, load_backbone
 from motion.config import ConfigError, load_config, to_dict
+from motion.data.clips import ClipBatches, batch_lists
 from motion.data.transforms import flip_h36m, normalisation_of, normalisation_record
 from motion.encoders import build_encoder, count_parameters
 from motion.training import (
@@ -233,8 +234,8 @@ class MeshTask(Task):
         items = self._epoch_items(epoch)
         order = [items[i] for i in epoch_order(len(items), self.cfg.seed, epoch, self.env.rank, self.env.world)]
         bs = self.cfg.optim.batch_size
-        yield from DataLoader(Subset(ConcatDataset(self.train_sets), order[start_step * bs:]), batch_size=bs,
-                              shuffle=False, drop_last=True, num_workers=self.cfg.num_workers,
+        yield from DataLoader(ClipBatches(self.train_sets, batch_lists(order, bs, start_step)), batch_size=None,
+                              num_workers=self.cfg.num_workers,
                               generator=torch.Generator())  # its own generator: the global RNG stays untouched
 
     def loss(self, net: nn.Module, batch: dict[str, torch.Tensor], gen: torch.Generator

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from motion.data.clips import ClipBatches, batch_lists
 from motion.data.lifting import LiftingClips
 from motion.data.transforms import flip_h36m
 from motion.metrics import mpjpe, pa_mpjpe
@@ -43,7 +44,8 @@ def evaluate_lifting(model: nn.Module, dataset: LiftingClips, device: torch.devi
     split = dataset.split
     n = len(split)
     e1, e2, count = np.zeros(n), np.zeros(n), np.zeros(n)
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
+    loader = DataLoader(ClipBatches([dataset], batch_lists(range(len(dataset)), batch_size, drop_last=False)),
+                        batch_size=None)
     device = torch.device(device)
     for batch in loader:
         x = batch["input"].to(device)

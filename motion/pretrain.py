@@ -27,10 +27,11 @@ from typing import Any, Literal
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import DataLoader
 
 from motion.checkpoint import CheckpointError, load_backbone, save_backbone
 from motion.config import ConfigError, load_config, to_dict
+from motion.data.clips import ClipBatches, batch_lists
 from motion.data.lifting import LiftingClips, LiftingDataError, LiftingSplit, read_lifting_split
 from motion.data.transforms import flip_h36m, normalisation_record
 from motion.encoders import build_encoder, count_parameters
@@ -154,11 +155,9 @@ class LiftingTask(Task):
     def batches(self, epoch: int, start_step: int) -> Iterator[dict[str, torch.Tensor]]:
         order = epoch_order(len(self.train_set), self.cfg.seed, epoch, self.env.rank, self.env.world)
         bs = self.cfg.optim.batch_size
-        order = order[start_step * bs:]
         # The loader gets its own generator: a new iterator must not draw from the global RNG (exact resume).
-        yield from DataLoader(Subset(self.train_set, order), batch_size=bs, shuffle=False, drop_last=True,
-                              generator=torch.Generator(),
-                              num_workers=self.cfg.num_workers)
+        yield from DataLoader(ClipBatches([self.train_set], batch_lists(order, bs, start_step)), batch_size=None,
+                              generator=torch.Generator(), num_workers=self.cfg.num_workers)
 
     def loss(self, net: nn.Module, batch: dict[str, torch.Tensor], gen: torch.Generator
              ) -> tuple[torch.Tensor, dict[str, float]]:

@@ -9,9 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from torch.utils.data import ConcatDataset
 
 from motion.config import ConfigError, load_config
-from motion.data.clips import clip_indices, track_bounds
+from motion.data.clips import ClipBatches, batch_lists, clip_indices, track_bounds
 from motion.data.transforms import (
     denormalize_2d,
     denormalize_image_3d,
@@ -67,6 +68,40 @@ def test_clip_indices_cover_every_frame_without_crossing_tracks() -> None:
     for clip in clips:
         assert len(set(source[clip])) == 1
     assert clip_indices(source, 8, 3).shape[1] == 8
+
+
+class _Frames:
+    """A clip dataset of per-frame arrays: the ``gather`` / ``__getitem__`` pair the trainers' datasets have."""
+
+    def __init__(self, n: int, seed: int) -> None:
+        rng = np.random.default_rng(seed)
+        self.x, self.y = rng.normal(size=(n, 17, 3)).astype(np.float32), rng.normal(size=(n, 4))
+        self.clips = clip_indices(np.repeat(np.arange(n // 10), 10), 6, 2)
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def gather(self, clips: np.ndarray) -> dict[str, np.ndarray]:
+        idx = self.clips[clips]
+        return {"x": self.x[idx], "y": self.y[idx]}
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return {k: torch.from_numpy(v[0]) for k, v in self.gather(np.array([i])).items()}
+
+
+def test_clip_batches_equal_item_by_item_batches_across_datasets() -> None:
+    sets = [_Frames(200, 0), _Frames(100, 1)]
+    whole = ConcatDataset(sets)
+    order = torch.randperm(len(whole), generator=torch.Generator().manual_seed(0)).tolist()
+    lists = batch_lists(order, 7, start_step=2)
+    assert len(lists) == len(order) // 7 - 2 and lists[0] == order[14:21]
+    assert len(batch_lists(order, 7, drop_last=False)) == -(-len(order) // 7)
+    batches = ClipBatches(sets, lists)
+    for k in (0, 3, len(lists) - 1):
+        items = [whole[i] for i in lists[k]]
+        for key in ("x", "y"):
+            torch.testing.assert_close(batches[k][key], torch.stack([it[key] for it in items]), rtol=0, atol=0)
+    assert batches[0]["x"].shape == (7, 6, 17, 3)
 
 
 def test_normalisation_round_trip_and_hand_values() -> None:

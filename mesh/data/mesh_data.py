@@ -151,8 +151,11 @@ class MeshClips(Dataset):
     def __len__(self) -> int:
         return len(self.clips)
 
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        idx = self.clips[i]
+    def gather(self, clips: np.ndarray) -> dict[str, np.ndarray]:
+        """The clips ``clips`` (indices) as arrays with a leading batch axis, in one index per array."""
+        idx = self.clips[clips]
         s = self.split
-        return {"input": torch.from_numpy(s.inputs[idx]), "pose": torch.from_numpy(s.pose[idx]),
-                "shape": torch.from_numpy(s.shape[idx]), "index": torch.from_numpy(idx)}
+        return {"input": s.inputs[idx], "pose": s.pose[idx], "shape": s.shape[idx], "index": idx}
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return {k: torch.from_numpy(v[0]) for k, v in self.gather(np.array([i])).items()}

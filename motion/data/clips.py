@@ -8,7 +8,12 @@ overlapping tail windows and repeated frames do not bias per-frame metrics.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 import numpy as np
+import torch
+from torch.utils.data import Dataset
 
 
 def track_bounds(source: np.ndarray | list[str]) -> list[tuple[int, int]]:
@@ -44,3 +49,39 @@ def clip_indices(source: np.ndarray | list[str], clip_len: int, stride: int) -> 
     if not clips:
         return np.zeros((0, clip_len), dtype=np.int64)
     return np.stack(clips).astype(np.int64)
+
+
+class ClipBatches(Dataset):
+    """Whole training batches of one or more clip datasets, each gathered with one vectorised index per array.
+
+    ``batches`` lists global item indices into the concatenation of ``datasets`` (as ``ConcatDataset`` numbers them);
+    every dataset has ``gather(local_indices) -> {name: array (B, ...)}``. Use with ``DataLoader(batch_size=None)``:
+    a batch costs one fancy index per array instead of B item reads and a collate, which kept a GPU waiting.
+    """
+
+    def __init__(self, datasets: Sequence[Any], batches: Sequence[Sequence[int]]) -> None:
+        self.datasets = list(datasets)
+        self.offsets = np.cumsum([0] + [len(d) for d in self.datasets])
+        self.batches = [np.asarray(b, dtype=np.int64) for b in batches]
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        items = self.batches[i]
+        which = np.searchsorted(self.offsets, items, side="right") - 1
+        out: dict[str, np.ndarray] = {}
+        for d in np.unique(which):
+            pos = np.nonzero(which == d)[0]
+            for key, value in self.datasets[d].gather(items[pos] - self.offsets[d]).items():
+                if key not in out:
+                    out[key] = np.empty((len(items), *value.shape[1:]), dtype=value.dtype)
+                out[key][pos] = value
+        return {key: torch.from_numpy(value) for key, value in out.items()}
+
+
+def batch_lists(order: Sequence[int], batch_size: int, start_step: int = 0, drop_last: bool = True
+                ) -> list[list[int]]:
+    """Batches of ``order`` from batch ``start_step`` on; the incomplete tail is dropped (training) or kept."""
+    n = len(order) // batch_size if drop_last else -(-len(order) // batch_size)
+    return [list(order[k * batch_size:(k + 1) * batch_size]) for k in range(start_step, n)]

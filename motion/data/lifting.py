@@ -149,11 +149,11 @@ class LiftingClips(Dataset):
     def __len__(self) -> int:
         return len(self.clips)
 
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        idx = self.clips[i]
+    def gather(self, clips: np.ndarray) -> dict[str, np.ndarray]:
+        """The clips ``clips`` (indices) as arrays with a leading batch axis, in one index per array."""
+        idx = self.clips[clips]
         target = self.split.targets[idx]
-        return {
-            "input": torch.from_numpy(self.split.inputs[idx]),
-            "target": torch.from_numpy(target - target[:, :1]),
-            "index": torch.from_numpy(idx),
-        }
+        return {"input": self.split.inputs[idx], "target": target - target[..., :1, :], "index": idx}
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return {k: torch.from_numpy(v[0]) for k, v in self.gather(np.array([i])).items()}
