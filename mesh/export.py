@@ -327,8 +327,11 @@ def _result_transl(result: MeshResult, body: BodyModel) -> np.ndarray:
     if result.transl is not None:
         return np.asarray(result.transl, dtype=np.float64)
     with torch.no_grad():
-        out = body(torch.from_numpy(result.rotmats).float(), torch.from_numpy(np.asarray(result.betas)).float())
-    return (np.asarray(result.joints_h36m[:, 0], np.float64) - out.joints_h36m[:, 0].numpy().astype(np.float64))
+        dev = body.v_template.device  # the caller's body model may live on a GPU
+        out = body(torch.from_numpy(result.rotmats).float().to(dev),
+                   torch.from_numpy(np.asarray(result.betas)).float().to(dev))
+    pelvis = out.joints_h36m[:, 0].cpu().numpy().astype(np.float64)
+    return np.asarray(result.joints_h36m[:, 0], np.float64) - pelvis
 
 
 def _forward_kinematics(rotmats: np.ndarray, rest_joints: np.ndarray, parents: np.ndarray
