@@ -277,6 +277,35 @@ def load_result(path: str | Path) -> MeshResult:
     return validate_result(MeshResult(**kwargs), str(path))
 
 
+@dataclass(frozen=True)
+class ResultCamera:
+    """The camera a ``mesh.infer`` result was placed in: intrinsics and the image size (assumed or known)."""
+
+    matrix: np.ndarray  # (3, 3) pixels
+    width: int
+    height: int
+    size_assumed: bool  # no video or image size was given: the image was assumed around the keypoints
+
+
+def load_result_camera(path: str | Path) -> ResultCamera:
+    """The camera stored in a ``mesh.infer`` result (``intrinsics``, ``image_size``); :class:`ResultFileError` when
+    the file has none (results of ``mesh.evaluate`` / ``mesh.render`` are root-relative and have no camera)."""
+    path = Path(path)
+    load_result(path)  # one validation path for the whole file
+    with np.load(path, allow_pickle=False) as data:
+        if "intrinsics" not in data.files:
+            raise ResultFileError(f"{path}: has no camera ('intrinsics'): only mesh.infer results are placed in "
+                                  "the camera frame")
+        K = np.asarray(data["intrinsics"], np.float64)
+        size = np.asarray(data["image_size"], np.float64).reshape(-1) if "image_size" in data.files else None
+    if K.shape != (3, 3) or not np.isfinite(K).all() or K[0, 0] <= 0:
+        raise ResultFileError(f"{path}: 'intrinsics' must be a finite (3, 3) camera matrix, got shape {K.shape}")
+    if size is not None and size.size == 2:  # the video's size
+        return ResultCamera(K, round(float(size[0])), round(float(size[1])), False)
+    # assumed image: centred on the principal point (mesh.infer's guess)
+    return ResultCamera(K, round(2 * float(K[0, 2])), round(2 * float(K[1, 2])), True)
+
+
 # --------------------------------------------------------------------------------------------- mesh sequences
 
 

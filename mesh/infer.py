@@ -49,9 +49,10 @@ position a guess.
 ``intrinsics_assumed``, ``image_size_assumed``, ``reprojection_px`` (N,), ``placed`` (N,); ``vertices`` only with
 ``--save-vertices``; readable by
 :func:`mesh.export.load_result`), ``mesh.glb`` (animated, skinned), ``render.mp4`` (mesh | 2D keypoints; unless
-``--no-render``), ``overlay.mp4`` with ``--overlay`` (the mesh over the ``--video`` frames, pixel-aligned through
-the camera placement; a blank canvas of the image's size without a video), optional ``meshes_obj/`` or
-``meshes_ply/`` (one file per frame) and ``track.bvh`` (``--bvh``);
+``--no-render``), optional ``meshes_obj/`` or ``meshes_ply/`` (one file per frame) and ``track.bvh`` (``--bvh``).
+``OUT/overlay.mp4`` with ``--overlay``: every person's mesh (one colour each) over the ``--video`` frames,
+pixel-aligned through the camera placement, or over a blank canvas of the image's size without a video
+(``python -m mesh.render --result OUT/person_*/result.npz --video FILE`` draws it again later);
 ``OUT/summary.json`` lists every file and the settings. Everything is written into a temporary folder beside ``OUT``
 and moved into place at the end: an error leaves ``OUT`` as it was (person folders of the same name and
 ``summary.json`` are replaced; other files in ``OUT`` are kept).
@@ -66,7 +67,7 @@ import shutil
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -469,6 +470,7 @@ def run_inference(keypoints: str | Path, checkpoint: str | Path, out: str | Path
     out.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     persons: dict[str, Any] = {}
+    placed_results: list[Any] = []
     try:
         for tid, f in filled.items():
             t0 = time.perf_counter()
@@ -516,14 +518,9 @@ def run_inference(keypoints: str | Path, checkpoint: str | Path, out: str | Path
 
                 files.append(render_video(folder / "render.mp4", result, None,
                                           VideoOptions(size=opt.render_size, fps=fps, keypoints=True)))
-                if opt.overlay:
-                    from mesh.render import write_overlay
-                    from mesh.video import video_frames
-
-                    files.append(write_overlay(folder / "overlay.mp4", result, camera.matrix, round(camera.width),
-                                               round(camera.height), video_frames(opt.video) if opt.video else None,
-                                               fps=fps))
                 timings["render"] += time.perf_counter() - t0
+            if opt.render and opt.overlay:  # kept without vertices: the overlay skins a few frames at a time
+                placed_results.append(replace(result, vertices=None))
             persons[str(tid)] = {
                 "folder": name, "frames": len(f.frames), "first_frame": int(f.frames[0]),
                 "last_frame": int(f.frames[-1]), "detections": len(tracks[tid]),
@@ -531,6 +528,16 @@ def run_inference(keypoints: str | Path, checkpoint: str | Path, out: str | Path
                 "median_distance_m": round(float(np.median(result.transl[:, 2])), 3),
                 "median_reprojection_px": round(float(np.nanmedian(placed["reprojection_px"])), 2),
                 "files": [str(p.relative_to(stage)) for p in files]}
+        overlay = []
+        if placed_results:  # every person in one video, over the input frames (or a blank canvas of their size)
+            t0 = time.perf_counter()
+            from mesh.render import write_overlay
+            from mesh.video import video_frames
+
+            write_overlay(stage / "overlay.mp4", placed_results, camera.matrix, round(camera.width),
+                          round(camera.height), video_frames(opt.video) if opt.video else None, fps=fps, body=body)
+            overlay = ["overlay.mp4"]
+            timings["render"] += time.perf_counter() - t0
         summary = {
             "keypoints": str(keypoints), "checkpoint": str(checkpoint), "format": first.source_format,
             "image_size": None if first.image_size is None else list(first.image_size), "fps": fps,
@@ -542,7 +549,7 @@ def run_inference(keypoints: str | Path, checkpoint: str | Path, out: str | Path
             "skipped_tracks": {str(k): f"{n} frames < --min-frames {opt.min_frames}" for k, n in skipped.items()},
             "persons": persons, "timings_s": {k: round(v, 4) for k, v in timings.items()},
         }
-        summary["files"] = [p for person in persons.values() for p in person["files"]] + ["summary.json"]
+        summary["files"] = [p for person in persons.values() for p in person["files"]] + overlay + ["summary.json"]
         (stage / "summary.json").write_text(json.dumps(summary, indent=2))
         _install(stage, out)
     except BaseException:
@@ -605,7 +612,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-render", action="store_true", help="no mp4")
     ap.add_argument("--render-size", type=int, default=512, help="video panel size (even)")
     ap.add_argument("--overlay", action="store_true",
-                    help="also overlay.mp4: the mesh drawn over the --video frames (or a blank canvas of its size)")
+                    help="also OUT/overlay.mp4: every person's mesh over the --video frames (or a blank canvas of its "
+                    "size); mesh.render --video redraws it from the results")
     ap.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     ap.add_argument("--threads", type=int, default=None,
                     help="torch CPU threads (default: torch's; 1 is often faster on a busy machine)")

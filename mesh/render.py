@@ -17,6 +17,8 @@ image row 0 to the first row ``glReadPixels`` returns, so frames need no flip.
 CLI (``python -m mesh.render``):
 
     --result pred.npz [--gt gt.npz] --out video.mp4 [--size 512] [--fps 30] [--views front,side] [--overlay]
+    --result OUT/person_*/result.npz --video clip.mp4 --out overlay.mp4     (mesh.infer results over the video)
+    --result OUT/person_*/result.npz --canvas --out overlay.mp4             (the same on a blank canvas)
     --checkpoint ckpt.pt --data data.pkl [--split test] [--sequence NAME] --out DIR
 """
 
@@ -44,7 +46,8 @@ import scipy.sparse as sp  # noqa: E402
 
 from body_models import H36M17, BodyModelFileError  # noqa: E402
 from mesh.data.mesh_data import MeshDataError  # noqa: E402
-from mesh.export import MeshResult, ResultFileError, load_result  # noqa: E402
+from mesh.export import MeshResult, ResultFileError, load_result, load_result_camera  # noqa: E402
+from mesh.video import VideoError  # noqa: E402
 from motion.checkpoint import SHIPPED_MESH_MODEL, CheckpointError  # noqa: E402
 
 INSTALL_HINT = ("install Mesa's headless OpenGL: 'apt-get install libegl1 libgl1-mesa-dri' (EGL) or "
@@ -768,25 +771,58 @@ class VideoWriter:
         return self.path
 
 
-def _vertices_of(result: MeshResult, where: str) -> np.ndarray:
-    """The result's vertices, recomputed from its parameters with the default body model if not stored."""
-    if result.vertices is not None:
-        return np.asarray(result.vertices, dtype=np.float32)
-    import torch
-
+def _default_body(result: MeshResult, where: str) -> Any:
+    """The default body model, checked against the result's mesh (to skin results that store no vertices)."""
     from body_models import load_body_model
 
     body = load_body_model()
     if body.faces.shape[0] != len(result.faces):
         raise RenderError(f"{where}: stores no vertices and its {len(result.faces)} faces do not match the default "
                           f"body model's {body.faces.shape[0]} (set SMPL_MODEL_DIR to {result.body_model!r})")
+    return body
+
+
+def _skin(result: MeshResult, body: Any, lo: int = 0, hi: int | None = None) -> np.ndarray:
+    """Vertices of frames ``lo:hi`` from the result's parameters (root-centred when it has no ``transl``)."""
+    import torch
+
+    sel, dev = slice(lo, hi), body.v_template.device
+
+    def tensor(x: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.asarray(x)[sel]).float().to(dev)
+
     with torch.no_grad():
-        out = body(torch.from_numpy(result.rotmats).float(), torch.from_numpy(np.asarray(result.betas)).float(),
-                   None if result.transl is None else torch.from_numpy(np.asarray(result.transl)).float())
-    verts = out.vertices.numpy()
+        transl = None if result.transl is None else tensor(result.transl)
+        out = body(tensor(result.rotmats), tensor(result.betas), transl)
+    verts = out.vertices.cpu().numpy()
     if result.transl is None:
-        verts = verts - out.joints_h36m[:, :1].numpy()
+        verts = verts - out.joints_h36m[:, :1].cpu().numpy()
     return verts.astype(np.float32)
+
+
+def _vertices_of(result: MeshResult, where: str) -> np.ndarray:
+    """The result's vertices, recomputed from its parameters with the default body model if not stored."""
+    if result.vertices is not None:
+        return np.asarray(result.vertices, dtype=np.float32)
+    return _skin(result, _default_body(result, where))
+
+
+class _FrameVertices:
+    """One result's vertices frame by frame: the stored ones, or skinned ``chunk`` frames at a time, so that a long
+    video never holds every frame's mesh in memory."""
+
+    def __init__(self, result: MeshResult, where: str, body: Any = None, chunk: int = 64) -> None:
+        self.result, self.chunk = result, chunk
+        self.body = None if result.vertices is not None else body or _default_body(result, where)
+        self.lo, self.block = -1, np.zeros((0, 0, 3), np.float32)
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        if self.body is None:
+            return np.asarray(self.result.vertices[i], dtype=np.float32)
+        if not self.lo <= i < self.lo + len(self.block):
+            self.lo = i - i % self.chunk
+            self.block = _skin(self.result, self.body, self.lo, self.lo + self.chunk)
+        return self.block[i - self.lo]
 
 
 @dataclass
@@ -875,41 +911,55 @@ def camera_view(K: np.ndarray, width: int, height: int, scale: float = 1.0) -> C
                   cx=float(K[0, 2]) * scale, cy=float(K[1, 2]) * scale, znear=0.05, zfar=500.0)
 
 
-def overlay_frames(result: MeshResult, K: np.ndarray, width: int, height: int,
+# Person colours of the overlay: the prediction's light blue first, then distinct light hues.
+PERSON_COLORS = [PRED_COLOR, (0.95, 0.66, 0.45, 1.0), (0.62, 0.85, 0.55, 1.0), (0.85, 0.58, 0.85, 1.0),
+                 (0.95, 0.85, 0.45, 1.0), (0.5, 0.85, 0.85, 1.0)]
+
+
+def overlay_frames(results: Sequence[MeshResult], K: np.ndarray, width: int, height: int,
                    background: Iterator[np.ndarray] | None = None, opacity: float = 0.75, scale: float = 1.0,
-                   color: tuple[float, float, float, float] = PRED_COLOR,
-                   canvas: tuple[int, int, int] = (235, 235, 235)) -> Iterator[np.ndarray]:
-    """Yield the mesh drawn over the input frames, pixel-aligned: ``(round(H * scale), round(W * scale), 3)`` uint8
-    for every video frame from the first to the last frame of the result.
+                   canvas: tuple[int, int, int] = (235, 235, 235), body: Any = None) -> Iterator[np.ndarray]:
+    """Yield the meshes of ``results`` (one per person, each its own colour) drawn over the input frames,
+    pixel-aligned: ``(round(H * scale), round(W * scale), 3)`` uint8 for every video frame from the first to the
+    last frame of any result.
 
     Args:
-        result: camera-frame vertices (``mesh.infer`` places them), ``frame_index`` = the video's frame numbers.
-        K: the intrinsics the result was placed with; ``width``, ``height``: the video's size.
+        results: camera-frame meshes (``mesh.infer`` places them) of one video, ``frame_index`` = its frame numbers.
+        K: the intrinsics the results were placed with; ``width``, ``height``: the video's size.
         background: the video's frames from frame 0 on (``mesh.video.video_frames``), read lazily; None = a plain
             ``canvas`` of the video's size (when no video is at hand).
+        body: the body model that skins results without stored vertices (a few frames at a time); default: the
+            default body model.
     """
-    verts = _vertices_of(result, "result")
-    index = np.asarray(result.frame_index)
+    if not results:
+        raise RenderError("overlay: no results to draw")
+    faces = np.asarray(results[0].faces)
+    if any(np.asarray(r.faces).shape != faces.shape for r in results):
+        raise RenderError("overlay: the results use different body meshes")
+    sources = [_FrameVertices(r, f"result {k}", body) for k, r in enumerate(results)]
+    lookups = [{int(f): i for i, f in enumerate(np.asarray(r.frame_index))} for r in results]
+    first = min(int(r.frame_index[0]) for r in results)
+    last = max(int(r.frame_index[-1]) for r in results)
     cam = camera_view(K, width, height, scale)
-    lookup = {int(f): i for i, f in enumerate(index)}
-    renderer = MeshRenderer(np.asarray(result.faces), cam.width, cam.height, bg_color=(0.0, 0.0, 0.0))
+    renderer = MeshRenderer(faces, cam.width, cam.height, bg_color=(0.0, 0.0, 0.0))
     try:
         frames = iter(background) if background is not None else None
-        for number in range(int(index[-1]) + 1):
+        for number in range(last + 1):
             frame = next(frames, None) if frames is not None else None
-            if number < index[0]:
+            if number < first:
                 continue
             if frame is None:
                 base = np.empty((cam.height, cam.width, 3), np.uint8)
                 base[:] = canvas
             else:
                 base = frame if scale == 1.0 else _resize(frame, cam.width, cam.height)
-            i = lookup.get(number)
-            if i is None:
+            present = [(k, lookup[number]) for k, lookup in enumerate(lookups) if number in lookup]
+            if not present:
                 yield base.copy()
                 continue
-            renderer.set_meshes([verts[i]])
-            rgba = renderer.render_panels([Panel(cam, [Layer(0, color)])], alpha=True)
+            renderer.set_meshes([sources[k][i] for k, i in present])
+            layers = [Layer(slot, PERSON_COLORS[k % len(PERSON_COLORS)]) for slot, (k, _) in enumerate(present)]
+            rgba = renderer.render_panels([Panel(cam, layers)], alpha=True)
             a = rgba[..., 3:4].astype(np.float32) / 255.0 * opacity
             yield (base.astype(np.float32) * (1 - a) + rgba[..., :3].astype(np.float32) * a).round().astype(np.uint8)
     finally:
@@ -923,12 +973,39 @@ def _resize(frame: np.ndarray, width: int, height: int) -> np.ndarray:
     return frame[rows][:, cols]
 
 
-def write_overlay(out: str | Path, result: MeshResult, K: np.ndarray, width: int, height: int,
+def write_overlay(out: str | Path, results: Sequence[MeshResult], K: np.ndarray, width: int, height: int,
                   background: Iterator[np.ndarray] | None = None, fps: float | None = None,
-                  max_side: int = 1280) -> Path:
+                  max_side: int = 1280, body: Any = None) -> Path:
     """:func:`overlay_frames` to an mp4 (atomically), drawn at most ``max_side`` pixels on the longer side."""
     scale = min(1.0, max_side / max(width, height))
-    return write_frames(out, overlay_frames(result, K, width, height, background, scale=scale), fps or result.fps)
+    return write_frames(out, overlay_frames(results, K, width, height, background, scale=scale, body=body),
+                        fps or results[0].fps)
+
+
+def render_overlay(results: Sequence[str | Path], out: str | Path, video: str | Path | None = None,
+                   fps: float | None = None, max_side: int = 1280, log: Any = print) -> Path:
+    """The meshes of ``mesh.infer`` results (one file per person, one run) over ``video``'s frames, or over a blank
+    canvas of the recorded image size without a video, in the camera the results were placed in."""
+    from mesh.video import video_frames, video_info
+
+    cams = [load_result_camera(p) for p in results]
+    loaded = [load_result(p) for p in results]
+    cam = cams[0]
+    for path, other in zip(results[1:], cams[1:], strict=True):
+        if not np.allclose(other.matrix, cam.matrix, rtol=1e-4):
+            raise RenderError(f"{path}: placed in another camera than {results[0]} (overlay results of one "
+                              "mesh.infer run)")
+    width, height, background = cam.width, cam.height, None
+    if video is not None:
+        info = video_info(video)
+        if not cam.size_assumed and (info.width, info.height) != (width, height):
+            raise RenderError(f"{video}: {info.width} x {info.height} pixels, but {results[0]} was placed in a "
+                              f"{width} x {height} image: is it the video the keypoints come from?")
+        if cam.size_assumed:
+            log(f"note: {results[0]} was placed in an assumed image (mesh.infer had no --video / --image-size): "
+                "the mesh lines up with the keypoints, its distance is a guess")
+        width, height, background, fps = info.width, info.height, video_frames(video), fps or info.fps
+    return write_overlay(out, loaded, cam.matrix, width, height, background, fps, max_side)
 
 
 def render_video(out: str | Path, pred: MeshResult, gt: MeshResult | None = None,
@@ -998,7 +1075,9 @@ def render_from_checkpoint(checkpoint: str | Path, data: str | Path, out_dir: st
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m mesh.render", description=__doc__.split("\n\n")[0])
     src = ap.add_argument_group("input (one of)")
-    src.add_argument("--result", help="a result .npz (mesh.export format)")
+    src.add_argument("--result", nargs="+", metavar="NPZ",
+                     help="a result .npz (mesh.export format); with --video / --canvas: one or more mesh.infer "
+                     "results of one run (person_*/result.npz), drawn together")
     src.add_argument("--checkpoint",
                      help="a mesh checkpoint (with --data); with --data alone: the shipped models/ssrstf_mesh.pt")
     ap.add_argument("--gt", help="ground-truth result .npz, shown beside the prediction (or over it: --overlay)")
@@ -1012,6 +1091,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--overlay", action="store_true", help="ground truth translucent over the prediction")
     ap.add_argument("--no-keypoints", action="store_true", help="no 2D keypoint panel")
     ap.add_argument("--msaa", type=int, default=0, help="multisample anti-aliasing samples (0 = off, fastest)")
+    cam = ap.add_argument_group("in the input camera (mesh.infer results)")
+    cam.add_argument("--video", help="draw the meshes over this video's frames, pixel-aligned (the video the "
+                     "keypoints come from)")
+    cam.add_argument("--canvas", action="store_true",
+                     help="draw the meshes in the input camera over a blank canvas of the image size (no video)")
+    cam.add_argument("--max-side", type=int, default=1280, help="longest side of the overlay video in pixels")
     args = ap.parse_args(argv)
     try:
         views = tuple(v.strip() for v in args.views.split(",") if v.strip())
@@ -1026,8 +1111,17 @@ def main(argv: list[str] | None = None) -> int:
             raise RenderError("give one of --result FILE.npz or --data FILE [--checkpoint CKPT], not both")
         if args.result is None and args.data is None:
             raise RenderError("give --result FILE.npz, or --data FILE (with the shipped model or --checkpoint CKPT)")
+        if args.video is not None or args.canvas:
+            if args.result is None or args.gt is not None:
+                raise RenderError("--video / --canvas draw mesh.infer results: give --result person_*/result.npz "
+                                  "(no --checkpoint, no --gt)")
+            print(f"wrote {render_overlay(args.result, args.out, args.video, args.fps, args.max_side)}")
+            return 0
+        if args.result is not None and len(args.result) > 1:
+            raise RenderError("several --result files are drawn together only in the input camera: add --video FILE "
+                              "or --canvas")
         if args.result is not None:
-            pred = load_result(args.result)
+            pred = load_result(args.result[0])
             gt = load_result(args.gt) if args.gt else None
             if gt is not None and gt.faces.shape != pred.faces.shape:
                 raise RenderError(f"{args.gt}: {len(gt.faces)} faces, the prediction has {len(pred.faces)}")
@@ -1038,7 +1132,7 @@ def main(argv: list[str] | None = None) -> int:
             for path in render_from_checkpoint(checkpoint, args.data, args.out, args.split, args.sequence, opt,
                                                fps=args.fps or 30.0):
                 print(f"wrote {path}")
-    except (RenderError, ResultFileError, MeshDataError, CheckpointError, BodyModelFileError) as err:
+    except (RenderError, ResultFileError, MeshDataError, CheckpointError, BodyModelFileError, VideoError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0

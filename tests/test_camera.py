@@ -178,7 +178,34 @@ def _silhouettes(vertices: np.ndarray, faces: np.ndarray, K: np.ndarray, width: 
     return np.stack(masks)
 
 
-def test_overlay_is_pixel_aligned_with_the_true_camera(synthetic_data: dict[str, Path], tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def placed_track(synthetic_data: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The first synthetic test track (86 frames, 1280 x 720) through mesh.infer with the shipped model and the
+    generator's focal length (vertices saved), plus a video of its size whose frame i is grey level 2 i."""
+    import imageio_ffmpeg
+
+    from mesh.infer import InferOptions, run_inference
+    from mesh.keypoints_io import synthetic_to_json
+
+    tmp = tmp_path_factory.mktemp("placed")
+    data = pickle.loads(synthetic_data["mesh"].read_bytes())["test"]
+    name = data["source"][0]
+    m = data["source"] == name
+    h, w = (int(v) for v in data["img_hw"][m][0])
+    kp = synthetic_to_json(synthetic_data["mesh"], tmp / "kp.json", "test", name)
+    run_inference(kp, REPO_MODEL, tmp / "out", InferOptions(render=False, device="cpu",
+                                                            focal=float(data["cam_intrinsics"][m][0][0, 0]),
+                                                            save_vertices=True), log=lambda *_: None)
+    writer = imageio_ffmpeg.write_frames(str(tmp / "clip.mp4"), (w, h), fps=30.0, macro_block_size=1)
+    writer.send(None)
+    for i in range(int(m.sum())):
+        writer.send(np.full((h, w, 3), 2 * i, np.uint8))
+    writer.close()
+    return {"result": tmp / "out" / "person_0" / "result.npz", "video": tmp / "clip.mp4", "keypoints": kp}
+
+
+def test_overlay_is_pixel_aligned_with_the_true_camera(synthetic_data: dict[str, Path], placed_track: dict[str, Path],
+                                                       tmp_path: Path) -> None:
     """The ground-truth mesh of a synthetic track drawn through the overlay's camera covers exactly its projected
     vertices (bounding boxes within 1.5 px at a quarter of 720 x 1280); the shipped model's mesh, placed by
     mesh.infer with the true focal length, overlaps it (silhouette IoU on every 10th frame: observed median 0.73,
@@ -188,8 +215,6 @@ def test_overlay_is_pixel_aligned_with_the_true_camera(synthetic_data: dict[str,
     from body_models import load_body_model
     from body_models.rotations import pose_to_rotmats
     from mesh.export import load_result
-    from mesh.infer import InferOptions, run_inference
-    from mesh.keypoints_io import synthetic_to_json
     from mesh.model import pose_body
     from mesh.render import gl_available, overlay_frames
 
@@ -214,15 +239,74 @@ def test_overlay_is_pixel_aligned_with_the_true_camera(synthetic_data: dict[str,
         ys, xs = np.nonzero(mask)
         assert abs(xs.min() - p[:, 0].min()) < 1.5 and abs(xs.max() + 1 - p[:, 0].max()) < 1.5
         assert abs(ys.min() - p[:, 1].min()) < 1.5 and abs(ys.max() + 1 - p[:, 1].max()) < 1.5
-    kp = synthetic_to_json(synthetic_data["mesh"], tmp_path / "kp.json", "test", name)
-    run_inference(kp, REPO_MODEL, tmp_path / "out", InferOptions(render=False, device="cpu", focal=float(K[0, 0]),
-                                                                   save_vertices=True), log=lambda *_: None)
-    pred = load_result(tmp_path / "out" / "person_0" / "result.npz")
+    pred = load_result(placed_track["result"])
     masks_pred = _silhouettes(pred.vertices[frames], body.faces.numpy(), K, w, h, scale)
     iou = (masks_gt & masks_pred).sum((1, 2)) / (masks_gt | masks_pred).sum((1, 2))
     assert np.median(iou) > 0.6 and iou.min() > 0.5, iou
     # The overlay video frames: the mesh blended over a plain canvas exactly where the silhouette is.
-    drawn = list(overlay_frames(pred, K, w, h, None, scale=scale))
+    drawn = list(overlay_frames([pred], K, w, h, None, scale=scale))
     assert pred.frame_index[0] == 0 and len(drawn) == m.sum() and drawn[0].shape == (*masks_pred[0].shape, 3)
     changed = (drawn[frames[1]] != 235).any(-1)
     assert (changed == masks_pred[1]).mean() > 0.99
+
+
+def test_render_draws_infer_results_over_the_video(placed_track: dict[str, Path], tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture) -> None:
+    """``mesh.render --result ... --video`` redraws a mesh.infer result over the video's own frames in the camera it
+    was placed in: the background pixels are the video's, the mesh covers exactly its silhouette; two persons get two
+    colours; a video of another size, a result without a camera and results of two cameras are one-line errors."""
+    from dataclasses import replace
+
+    from body_models import load_body_model
+    from mesh.export import load_result, load_result_camera, save_result
+    from mesh.render import PERSON_COLORS, gl_available, main, overlay_frames
+    from mesh.video import video_frames
+
+    ok, why = gl_available()
+    if not ok:
+        pytest.skip(why)
+    res, video = placed_track["result"], placed_track["video"]
+    cam = load_result_camera(res)
+    assert (cam.width, cam.height, cam.size_assumed) == (1280, 720, False)
+    pred = load_result(res)
+    out = tmp_path / "overlay.mp4"
+    assert main(["--result", str(res), "--video", str(video), "--out", str(out), "--max-side", "320"]) == 0
+    drawn = list(video_frames(out))
+    assert len(drawn) == len(pred) and drawn[0].shape == (180, 320, 3)
+    numbers = [10, 60]
+    masks = _silhouettes(pred.vertices[numbers], pred.faces, cam.matrix, 1280, 720, 0.25)
+    for number, mask in zip(numbers, masks, strict=True):
+        background = np.abs(drawn[number].astype(int) - 2 * number).max(-1) <= 6  # the video's pixel (codec error)
+        assert 0.005 < mask.mean() < 0.5
+        assert (background == ~mask).mean() > 0.97, (background == ~mask).mean()
+    # Two persons (the second one 0.6 m to the right): both drawn, each in its own colour.
+    other = replace(pred, vertices=pred.vertices + np.array([0.6, 0, 0], np.float32))
+    frame = next(iter(overlay_frames([pred, other], cam.matrix, 1280, 720, None, scale=0.25)))
+    one = next(iter(overlay_frames([pred], cam.matrix, 1280, 720, None, scale=0.25)))
+    tint = [np.asarray(c[:3]) * 255 for c in PERSON_COLORS[:2]]
+    person = [np.linalg.norm(frame.astype(float) - (0.25 * 235 + 0.75 * t), axis=-1) < 60 for t in tint]
+    assert person[0].sum() > 200 and person[1].sum() > 200 and not (person[0] & person[1]).any()
+    assert (frame != one).any(-1).sum() > 200
+    # Errors: one line each, no output file.
+    capsys.readouterr()
+    small = tmp_path / "small.mp4"
+    import imageio_ffmpeg
+
+    writer = imageio_ffmpeg.write_frames(str(small), (64, 48), fps=30.0, macro_block_size=1)
+    writer.send(None)
+    writer.send(np.zeros((48, 64, 3), np.uint8))
+    writer.close()
+    plain = save_result(tmp_path / "plain.npz", pred)  # save_result writes no camera
+    moved = tmp_path / "moved.npz"
+    with np.load(res) as data:
+        arrays = {k: data[k] for k in data.files}
+    arrays["intrinsics"] = arrays["intrinsics"] * np.array([[2, 1, 1], [1, 2, 1], [1, 1, 1]], np.float32)
+    np.savez(moved, **arrays)
+    for args, text in (([str(res), "--video", str(small)], "64 x 48 pixels, but"),
+                       ([str(plain), "--canvas"], "has no camera"),
+                       ([str(res), str(moved), "--canvas"], "placed in another camera")):
+        assert main(["--result", *args, "--out", str(tmp_path / "bad.mp4")]) == 2
+        err = capsys.readouterr().err.strip()
+        assert text in err and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "bad.mp4").exists()
+    assert load_body_model().faces.shape[0] == len(pred.faces)

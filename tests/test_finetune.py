@@ -73,6 +73,8 @@ def test_finetuning_from_the_shipped_encoder_beats_the_untrained_head_and_a_rand
     tuned_r2, untrained_r2, random_r2 = (
         _motion_explained(tmp_path / name / "best.pt", synthetic_data["mesh"], tmp_path / name)
         for name in ("tuned", "untrained", "random"))
+    print(f"observed: MPVE untrained {before:.1f}, shipped encoder {after:.1f}, random encoder {from_random:.1f}; "
+          f"R^2 {tuned_r2:.3f} / {random_r2:.3f} / {untrained_r2:.3f}")
     assert tuned_r2 > 0.05 and untrained_r2 < 0.02, (tuned_r2, untrained_r2)
     assert tuned_r2 > random_r2, (tuned_r2, random_r2)
 

@@ -370,11 +370,17 @@ def test_infer_smoothing_meshes_and_render(tiny_ckpt: Path, tmp_path: Path) -> N
     render = gl_available()[0]
     args = ["--keypoints", str(path), "--checkpoint", str(tiny_ckpt), "--out", str(tmp_path / "o"),
             "--image-size", str(W), str(H), "--smooth", "one-euro", "--meshes", "obj", "--render-size", "64",
-            "--no-flip", "--norm", "fixed1920"]
+            "--no-flip", "--norm", "fixed1920", "--overlay"]
     assert inf.main(args + ([] if render else ["--no-render"])) == 0
     person = tmp_path / "o" / "person_0"
     assert len(list((person / "meshes_obj").glob("frame_*.obj"))) == 6
     assert (person / "render.mp4").is_file() == render
+    assert (tmp_path / "o" / "overlay.mp4").is_file() == render  # every person, over a blank canvas of W x H
+    if render:
+        from mesh.video import video_info
+
+        info = video_info(tmp_path / "o" / "overlay.mp4")
+        assert (info.width, info.height) == (W, H)
     assert str(np.load(person / "result.npz")["normalisation"]) == "fixed1920"
 
 
