@@ -3,7 +3,7 @@
 Run: ``.venv/bin/python benchmarks/evaluate.py [--frames 35515] [--variant B] [--bf16] [--threads 2]``
 
 Inputs are random keypoints and ground-truth SMPL parameters in tracks of ~500 frames (the time does not depend on
-their values); the model has random weights. The evaluation is the real one (``mesh.evaluation.evaluate_mesh``,
+their values); the model has random weights. The evaluation is the real one (``mesh.evaluation.protocol.evaluate_mesh``,
 MotionBERT protocol: 16-frame clips, flip test, ground-truth meshes from the body model). Target: under 10 minutes.
 """
 
@@ -17,9 +17,9 @@ import torch
 
 from body_models import load_body_model, load_mean_params
 from mesh.data.mesh_data import MeshSplit
-from mesh.evaluation import evaluate_mesh, get_protocol
-from mesh.head import HeadConfig
-from mesh.model import MeshRecovery
+from mesh.evaluation.protocol import evaluate_mesh, get_protocol
+from mesh.network.head import HeadConfig
+from mesh.network.model import MeshRecovery
 from motion.encoders import build_encoder, count_parameters
 
 

@@ -22,10 +22,10 @@ import numpy as np
 import torch
 
 from body_models import load_body_model, load_mean_params
-from mesh.checkpoint import save_mesh_model
-from mesh.head import HeadConfig
 from mesh.infer import InferOptions, run_inference
-from mesh.model import MeshRecovery
+from mesh.network.checkpoint import save_mesh_model
+from mesh.network.head import HeadConfig
+from mesh.network.model import MeshRecovery
 from motion.encoders import build_encoder
 
 W, H = 1920, 1080

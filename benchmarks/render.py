@@ -16,8 +16,17 @@ import numpy as np
 import torch
 
 from body_models import load_body_model
-from mesh.model import pose_body
-from mesh.render import GT_COLOR, PRED_COLOR, Camera, Layer, MeshRenderer, NaivePyrenderRenderer, Panel, fit_cameras
+from mesh.network.model import pose_body
+from mesh.vis.renderer import (
+    GT_COLOR,
+    PRED_COLOR,
+    Camera,
+    Layer,
+    MeshRenderer,
+    NaivePyrenderRenderer,
+    Panel,
+    fit_cameras,
+)
 
 
 def _sequence(frames: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -34,9 +34,9 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from body_models import BodyModel, load_body_model, load_mean_params
 from body_models.rotations import axis_angle_to_rotmat, rot6d_to_rotmat
-from mesh.head import HeadConfig
-from mesh.losses import LossWeights, loss_preset, mesh_loss, train_vertex_ids
-from mesh.model import MeshRecovery, pose_body
+from mesh.network.head import HeadConfig
+from mesh.network.losses import LossWeights, loss_preset, mesh_loss, train_vertex_ids
+from mesh.network.model import MeshRecovery, pose_body
 from motion.encoders import build_encoder, count_parameters
 
 

@@ -35,7 +35,7 @@ $PY -m mesh.render --data "$SYN/mesh_synthetic.pkl" --split test --sequence synt
     --out runs/quickstart_shipped/render
 
 echo "== in-the-wild inference from a detector file (a synthetic test track as its COCO-17 detector wrote it)"
-$PY -m mesh.keypoints_io --from-synthetic "$SYN/mesh_synthetic.pkl" --split test --sequence synth_test_0001 \
+$PY -m mesh.io.keypoints --from-synthetic "$SYN/mesh_synthetic.pkl" --split test --sequence synth_test_0001 \
     --out runs/quickstart_shipped/keypoints.json
 $PY -m mesh.infer --keypoints runs/quickstart_shipped/keypoints.json --out runs/quickstart_infer --overlay
 

@@ -8,7 +8,7 @@ a named protocol (``--protocol motionbert|full-sequence``, docs/protocols.md) wh
 ``--spin-regressor`` or next to the SMPL files, else the body model's own with a note saying so. Outputs (``--out``,
 default next to the checkpoint in ``eval_<data>_<protocol>/``): ``metrics.json``, ``per_sequence.csv``,
 ``per_frame.npz`` and ``errors.png`` (per-sequence errors and error over time for the worst sequences). The trainer's
-validation runs the same code (``mesh.evaluation.evaluate_mesh``).
+validation runs the same code (``mesh.evaluation.protocol.evaluate_mesh``).
 """
 
 from __future__ import annotations
@@ -27,10 +27,10 @@ import yaml
 from tqdm import tqdm
 
 from body_models import BodyModel, BodyModelFileError, load_body_model, load_spin_regressor
-from mesh.checkpoint import load_mesh_model
 from mesh.data.mesh_data import MeshDataError, MeshSplit, read_mesh_split
-from mesh.evaluation import PROTOCOLS, MeshEvaluation, Protocol, evaluate_mesh, get_protocol
-from mesh.model import MeshRecovery
+from mesh.evaluation.protocol import PROTOCOLS, MeshEvaluation, Protocol, evaluate_mesh, get_protocol
+from mesh.network.checkpoint import load_mesh_model
+from mesh.network.model import MeshRecovery
 from motion.checkpoint import SHIPPED_MESH_MODEL, CheckpointError
 from motion.data.transforms import normalisation_of
 from motion.training import resolve_device
@@ -75,9 +75,9 @@ def write_reports(ev: MeshEvaluation, out: Path, title: str) -> dict[str, Path]:
 def _write_report_page(ev: MeshEvaluation, out: Path, title: str, plot: Path, model: MeshRecovery, body: BodyModel,
                        split: MeshSplit, protocol: Protocol, viewers: int) -> Path:
     """report.html with 3D viewers of the ``viewers`` worst sequences (prediction against ground truth)."""
-    from mesh.export import sequence_results
-    from mesh.report import write_report_html
-    from mesh.viewer import write_viewer
+    from mesh.io.export import sequence_results
+    from mesh.vis.report import write_report_html
+    from mesh.vis.viewer import write_viewer
 
     table = ev.per_sequence()
     worst = sorted(table, key=lambda s: table[s]["mpve_mm"], reverse=True)[:viewers]

@@ -36,12 +36,12 @@ from torch.utils.data import DataLoader
 
 from body_models import BodyModelFileError, load_body_model, load_mean_params
 from body_models.rotations import pose_to_rotmats
-from mesh.checkpoint import load_mesh_model, save_mesh_model
 from mesh.data.mesh_data import MeshClips, MeshDataError, MeshSplit, flip_smpl_pose, read_mesh_split
-from mesh.evaluation import evaluate_mesh, get_protocol
-from mesh.head import HeadConfig
-from mesh.losses import LossWeights, loss_preset, mesh_loss, train_vertex_ids
-from mesh.model import MeshRecovery, pose_body
+from mesh.evaluation.protocol import evaluate_mesh, get_protocol
+from mesh.network.checkpoint import load_mesh_model, save_mesh_model
+from mesh.network.head import HeadConfig
+from mesh.network.losses import LossWeights, loss_preset, mesh_loss, train_vertex_ids
+from mesh.network.model import MeshRecovery, pose_body
 from motion.checkpoint import CheckpointError, load_backbone
 from motion.config import ConfigError, load_config, to_dict
 from motion.data.clips import ClipBatches, batch_lists

@@ -8,7 +8,7 @@
 What it fixes relative to MotionBERT's ``infer_wild_mesh.py`` (docs/protocols.md, in-the-wild inference):
 
 - **any detector**: COCO-17 (MMPose, RTMPose, Ultralytics YOLO-pose), Halpe-26 (AlphaPose) and H36M-17 arrays, read
-  by :mod:`mesh.keypoints_io` (its docstring lists the accepted layouts);
+  by :mod:`mesh.io.keypoints` (its docstring lists the accepted layouts);
 - **several people**: one output per track id; people are never interleaved (a file with several people per frame
   and no track ids is an error unless ``--largest``);
 - **no silent misalignment**: within a track, frames without a detection (gaps in the frame numbers) and missing
@@ -33,22 +33,21 @@ video's size (w, h): ``u = x / w * 2 - 1``, ``v = y / w * 2 - h / w``; needs ``-
 or ``fixed1920`` (the fixed 1920 x 1920 map of 3DPW-style training). Forcing a track-box model onto an image map, or
 the reverse, is an error.
 
-**Camera space**: the body is placed in the camera frame (x right, y down, z forward, metres): each frame's
-translation makes the predicted joints project onto the keypoints (:mod:`mesh.camera`: confidence-weighted least
-squares, smoothed over time, frames without enough confident joints filled by the smoothing). Intrinsics: ``--focal``
-(pixels) or ``--fov`` (horizontal degrees), else the image diagonal as the focal length; the principal point is the
-image centre. Files without an image size (AlphaPose) and no ``--video`` / ``--image-size`` get an assumed image from
-(0, 0) to just beyond their largest keypoint coordinates (recorded: ``image_size_assumed``), which makes the sideways
-position a guess.
+**Camera space**: the body is placed in the camera frame (x right, y down, z forward, metres): each frame's translation
+makes the predicted joints project onto the keypoints (:mod:`mesh.inference.camera`: confidence-weighted least squares,
+smoothed over time, frames without enough confident joints filled by the smoothing). Intrinsics: ``--focal`` (pixels) or
+``--fov`` (horizontal degrees), else the image diagonal as the focal length; the principal point is the image centre.
+Files without an image size (AlphaPose) and no ``--video`` / ``--image-size`` get an assumed image from (0, 0) to just
+beyond their largest keypoint coordinates (recorded: ``image_size_assumed``), which makes the sideways position a guess.
 
 **Outputs** (per track, in ``OUT/person_<id>/``): ``viewer.html`` (the animated mesh in any browser, offline:
-:mod:`mesh.viewer`), ``result.npz`` (:mod:`mesh.export` result keys: SMPL
+:mod:`mesh.vis.viewer`), ``result.npz`` (:mod:`mesh.io.export` result keys: SMPL
 ``global_orient``/``body_pose``/``betas``/``transl`` (camera frame: the root motion of the glb and BVH), ``joints``,
 ``joints_h36m``, ``frame_index``, ``fps``, ``faces``, ``keypoints_2d`` (the filled 2D input, pixels),
 ``image_size``; plus ``interpolated``, ``joint_missing``, ``track_id``, ``normalisation``, ``intrinsics`` (3, 3),
 ``intrinsics_assumed``, ``image_size_assumed``, ``reprojection_px`` (N,), ``placed`` (N,); ``vertices`` only with
 ``--save-vertices``; readable by
-:func:`mesh.export.load_result`), ``mesh.glb`` (animated, skinned), ``render.mp4`` (mesh | 2D keypoints; unless
+:func:`mesh.io.export.load_result`), ``mesh.glb`` (animated, skinned), ``render.mp4`` (mesh | 2D keypoints; unless
 ``--no-render``), optional ``meshes_obj/`` or ``meshes_ply/`` (one file per frame) and ``track.bvh`` (``--bvh``).
 ``OUT/overlay.mp4`` with ``--overlay``: every person's mesh (one colour each) over the ``--video`` frames,
 pixel-aligned through the camera placement, or over a blank canvas of the image's size without a video
@@ -75,10 +74,10 @@ import numpy as np
 import roma
 import torch
 
-from mesh.camera import Intrinsics, intrinsics_for, place_in_camera
-from mesh.inference import TrackPrediction, predict_track
-from mesh.keypoints_io import FORMATS, KeypointsError, Track, read_keypoints
-from mesh.model import pose_body
+from mesh.inference.camera import Intrinsics, intrinsics_for, place_in_camera
+from mesh.inference.predict import TrackPrediction, predict_track
+from mesh.io.keypoints import FORMATS, KeypointsError, Track, read_keypoints
+from mesh.network.model import pose_body
 from motion.data.transforms import normalisation_of, normalize_2d, normalize_box, track_box
 
 NORMS = ("auto", "track_box", "image", "fixed1920")
@@ -284,9 +283,9 @@ def checkpoint_clip_len(ckpt: dict[str, Any]) -> int | None:
 
 
 def write_result_npz(path: Path, result: Any, extras: dict[str, np.ndarray], include_vertices: bool) -> Path:
-    """The :mod:`mesh.export` ``.npz`` (validated; ``vertices`` only if asked) plus ``extras`` (ignored by
-    :func:`mesh.export.load_result`)."""
-    from mesh.export import MeshResult, validate_result
+    """The :mod:`mesh.io.export` ``.npz`` (validated; ``vertices`` only if asked) plus ``extras`` (ignored by
+    :func:`mesh.io.export.load_result`)."""
+    from mesh.io.export import MeshResult, validate_result
 
     validate_result(result, str(path))
     arrays: dict[str, np.ndarray] = {}
@@ -376,7 +375,7 @@ def camera_for(image_size: tuple[float, float] | None, keypoints: np.ndarray, fo
 
 
 def place_result(result: Any, keypoints: np.ndarray, camera: Intrinsics) -> dict[str, np.ndarray]:
-    """Move ``result`` (joints, vertices, ``transl``) into the camera frame (:mod:`mesh.camera`); returns the
+    """Move ``result`` (joints, vertices, ``transl``) into the camera frame (:mod:`mesh.inference.camera`); returns the
     extra arrays stored with it: intrinsics, per-frame reprojection error (pixels) and which frames were solved."""
     placement = place_in_camera(result.joints_h36m, keypoints[..., :2], keypoints[..., 2], camera.matrix)
     shift = placement.transl.astype(np.float32)
@@ -412,7 +411,7 @@ def run_inference(keypoints: str | Path, checkpoint: str | Path, out: str | Path
         torch.set_num_threads(opt.threads)
 
     t0 = time.perf_counter()
-    from mesh.checkpoint import load_mesh_model
+    from mesh.network.checkpoint import load_mesh_model
 
     model, ckpt = load_mesh_model(checkpoint, map_location=device)
     norm = resolve_norm(opt.norm, ckpt.get("metadata", {}), checkpoint)
@@ -427,7 +426,7 @@ def run_inference(keypoints: str | Path, checkpoint: str | Path, out: str | Path
     t0 = time.perf_counter()
     image_size, video_fps = opt.image_size, None
     if opt.video is not None:
-        from mesh.video import video_info
+        from mesh.io.video import video_info
 
         info = video_info(opt.video)
         image_size, video_fps = image_size or (float(info.width), float(info.height)), info.fps
@@ -461,7 +460,7 @@ def run_inference(keypoints: str | Path, checkpoint: str | Path, out: str | Path
     timings["read"] = time.perf_counter() - t0
 
     if opt.render:
-        from mesh.render import INSTALL_HINT, gl_available
+        from mesh.vis.renderer import INSTALL_HINT, gl_available
 
         ok, why = gl_available()
         if not ok:  # before the expensive part: say so now
@@ -479,7 +478,7 @@ def run_inference(keypoints: str | Path, checkpoint: str | Path, out: str | Path
             timings["network"] += time.perf_counter() - t0
 
             t0 = time.perf_counter()
-            from mesh.export import result_from_prediction, write_bvh, write_glb, write_mesh_sequence
+            from mesh.io.export import result_from_prediction, write_bvh, write_glb, write_mesh_sequence
 
             pred = postprocess(pred, body, f.frames, fps, opt.shape, opt.smooth, ~f.interpolated,
                                opt.smooth_min_cutoff, opt.smooth_beta)
@@ -502,7 +501,7 @@ def run_inference(keypoints: str | Path, checkpoint: str | Path, out: str | Path
                 opt.save_vertices)]
             write_glb(folder / "mesh.glb", result, body)
             files.append(folder / "mesh.glb")
-            from mesh.viewer import write_viewer
+            from mesh.vis.viewer import write_viewer
 
             files.append(write_viewer(folder / "viewer.html", result, body, title=f"{Path(keypoints).name}: {name}"))
             if opt.bvh:
@@ -514,7 +513,7 @@ def run_inference(keypoints: str | Path, checkpoint: str | Path, out: str | Path
 
             if opt.render:
                 t0 = time.perf_counter()
-                from mesh.render import VideoOptions, render_video
+                from mesh.vis.compose import VideoOptions, render_video
 
                 files.append(render_video(folder / "render.mp4", result, None,
                                           VideoOptions(size=opt.render_size, fps=fps, keypoints=True)))
@@ -531,8 +530,8 @@ def run_inference(keypoints: str | Path, checkpoint: str | Path, out: str | Path
         overlay = []
         if placed_results:  # every person in one video, over the input frames (or a blank canvas of their size)
             t0 = time.perf_counter()
-            from mesh.render import write_overlay
-            from mesh.video import video_frames
+            from mesh.io.video import video_frames
+            from mesh.vis.compose import write_overlay
 
             write_overlay(stage / "overlay.mp4", placed_results, camera.matrix, round(camera.width),
                           round(camera.height), video_frames(opt.video) if opt.video else None, fps=fps, body=body)
@@ -632,8 +631,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from body_models import BodyModelFileError
     from mesh.data.mesh_data import MeshDataError
-    from mesh.export import ResultFileError
-    from mesh.video import VideoError
+    from mesh.io.export import ResultFileError
+    from mesh.io.video import VideoError
     from motion.checkpoint import SHIPPED_MESH_MODEL, CheckpointError
 
     one_line_errors = (InferError, KeypointsError, CheckpointError, ResultFileError, BodyModelFileError, MeshDataError,

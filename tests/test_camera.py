@@ -1,4 +1,4 @@
-"""Camera-space placement: intrinsics and per-frame translation from 2D keypoints (mesh.camera)."""
+"""Camera-space placement: intrinsics and per-frame translation from 2D keypoints (mesh.inference.camera)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mesh.camera import intrinsics_for, place_in_camera, project
+from mesh.inference.camera import intrinsics_for, place_in_camera, project
 from motion.checkpoint import SHIPPED_MESH_MODEL as REPO_MODEL
 
 
@@ -99,7 +99,7 @@ def test_mesh_infer_places_the_shipped_model_in_the_true_camera(synthetic_data: 
     the keypoints within 6 % of the person's 2D height. Observed with models/ssrstf_mesh.pt on three generator test
     tracks: 2.0-5.0 % of the distance, 8-12 px."""
     from mesh.infer import InferOptions, run_inference
-    from mesh.keypoints_io import synthetic_to_json
+    from mesh.io.keypoints import synthetic_to_json
 
     data = pickle.loads(synthetic_data["mesh"].read_bytes())["test"]
     for name in list(dict.fromkeys(data["source"].tolist()))[:3]:
@@ -128,8 +128,8 @@ def test_video_gives_size_and_rate_and_a_mismatch_is_one_clear_error(synthetic_d
     import imageio_ffmpeg
 
     from mesh.infer import main as infer
-    from mesh.keypoints_io import synthetic_to_json
-    from mesh.video import video_frames, video_info
+    from mesh.io.keypoints import synthetic_to_json
+    from mesh.io.video import video_frames, video_info
 
     data = pickle.loads(synthetic_data["mesh"].read_bytes())["test"]
     name = data["source"][0]
@@ -167,7 +167,8 @@ def test_video_gives_size_and_rate_and_a_mismatch_is_one_clear_error(synthetic_d
 
 def _silhouettes(vertices: np.ndarray, faces: np.ndarray, K: np.ndarray, width: int, height: int,
                  scale: float) -> np.ndarray:
-    from mesh.render import Layer, MeshRenderer, Panel, camera_view
+    from mesh.vis.compose import camera_view
+    from mesh.vis.renderer import Layer, MeshRenderer, Panel
 
     cam = camera_view(K, width, height, scale)
     masks = []
@@ -185,7 +186,7 @@ def placed_track(synthetic_data: dict[str, Path], tmp_path_factory: pytest.TempP
     import imageio_ffmpeg
 
     from mesh.infer import InferOptions, run_inference
-    from mesh.keypoints_io import synthetic_to_json
+    from mesh.io.keypoints import synthetic_to_json
 
     tmp = tmp_path_factory.mktemp("placed")
     data = pickle.loads(synthetic_data["mesh"].read_bytes())["test"]
@@ -214,9 +215,10 @@ def test_overlay_is_pixel_aligned_with_the_true_camera(synthetic_data: dict[str,
 
     from body_models import load_body_model
     from body_models.rotations import pose_to_rotmats
-    from mesh.export import load_result
-    from mesh.model import pose_body
-    from mesh.render import gl_available, overlay_frames
+    from mesh.io.export import load_result
+    from mesh.network.model import pose_body
+    from mesh.vis.compose import overlay_frames
+    from mesh.vis.renderer import gl_available
 
     ok, why = gl_available()
     if not ok:
@@ -258,9 +260,11 @@ def test_render_draws_infer_results_over_the_video(placed_track: dict[str, Path]
     from dataclasses import replace
 
     from body_models import load_body_model
-    from mesh.export import load_result, load_result_camera, save_result
-    from mesh.render import PERSON_COLORS, gl_available, main, overlay_frames
-    from mesh.video import video_frames
+    from mesh.io.export import load_result, load_result_camera, save_result
+    from mesh.io.video import video_frames
+    from mesh.render import main
+    from mesh.vis.compose import PERSON_COLORS, overlay_frames
+    from mesh.vis.renderer import gl_available
 
     ok, why = gl_available()
     if not ok:

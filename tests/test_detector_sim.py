@@ -14,7 +14,7 @@ from body_models import load_body_model
 from body_models.joint_sets import SMPL24, convert_keypoints
 from body_models.landmarks import detector_landmarks
 from mesh.infer import InferError, normalise_keypoints, resolve_norm
-from mesh.keypoints_io import read_keypoints, synthetic_to_json
+from mesh.io.keypoints import read_keypoints, synthetic_to_json
 from motion.data.transforms import normalisation_of, normalisation_record, normalize_box, track_box
 from motion.detector_sim import self_occlusion, simulate_detector
 from motion.synthetic import generate_sequences, reduced_body

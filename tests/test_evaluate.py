@@ -15,11 +15,11 @@ from torch import nn
 
 from body_models import load_body_model, load_mean_params
 from body_models.rotations import axis_angle_to_rotmat
-from mesh.checkpoint import save_mesh_model
 from mesh.evaluate import main as evaluate
-from mesh.head import HeadConfig
-from mesh.inference import predict_clips
-from mesh.model import MeshOutput, MeshRecovery, pose_body
+from mesh.inference.predict import predict_clips
+from mesh.network.checkpoint import save_mesh_model
+from mesh.network.head import HeadConfig
+from mesh.network.model import MeshOutput, MeshRecovery, pose_body
 from motion.checkpoint import save_backbone
 from motion.encoders import build_encoder
 
@@ -134,7 +134,7 @@ def test_spin_regressor_joints_are_r_times_vertices() -> None:
     from body_models.joint_sets import H36M_TO_LSP14
     from body_models.rotations import pose_to_rotmats
     from mesh.data.mesh_data import MeshSplit
-    from mesh.evaluation import evaluate_mesh, get_protocol
+    from mesh.evaluation.protocol import evaluate_mesh, get_protocol
 
     torch.manual_seed(0)
     aa = torch.zeros(24, 3)

@@ -1,4 +1,4 @@
-"""mesh.export: result npz, obj/ply sequences, the skinned animated glb and BVH, all read back and compared."""
+"""mesh.io.export: result npz, obj/ply sequences, the skinned animated glb and BVH, all read back and compared."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import torch
 
 from body_models import SMPL24, load_body_model
 from body_models.rotations import pose_to_rotmats
-from mesh import export as ex
-from mesh.inference import TrackPrediction
-from mesh.model import pose_body
+from mesh.inference.predict import TrackPrediction
+from mesh.io import export as ex
+from mesh.network.model import pose_body
 
 C = ex.CAM_TO_YUP
 
@@ -24,7 +24,8 @@ def body():
 
 
 def make_prediction(body, n: int = 12, vary_betas: bool = False, seed: int = 0) -> TrackPrediction:
-    """A prediction-like track: random poses (upright in the camera frame), centred like mesh.model.pose_body."""
+    """A prediction-like track: random poses (upright in the camera frame), centred like
+    mesh.network.model.pose_body."""
     g = torch.Generator().manual_seed(seed)
     pose = torch.randn(n, 72, generator=g) * 0.3
     pose[:, :3] += torch.tensor([np.pi, 0.0, 0.0])

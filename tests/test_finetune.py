@@ -81,10 +81,10 @@ def test_finetuning_from_the_shipped_encoder_beats_the_untrained_head_and_a_rand
 
 def _motion_explained(checkpoint: Path, mesh_file: Path, out: Path, tracks: int = 3) -> float:
     """R^2 of the ground truth's motion explained by mesh.infer's per-frame H36M joints, over test tracks exported
-    through ``mesh.keypoints_io``: ``1 - sum |(p - mean_t p) - (g - mean_t g)|^2 / sum |g - mean_t g|^2`` with p, g
+    through ``mesh.io.keypoints``: ``1 - sum |(p - mean_t p) - (g - mean_t g)|^2 / sum |g - mean_t g|^2`` with p, g
     pelvis-relative camera-frame joints. A constant pose scores 0 whatever it is; a perfect one 1."""
     from mesh.infer import InferOptions, run_inference
-    from mesh.keypoints_io import synthetic_to_json
+    from mesh.io.keypoints import synthetic_to_json
 
     data = pickle.loads(mesh_file.read_bytes())["test"]
     names = list(dict.fromkeys(data["source"].tolist()))[:tracks]

@@ -1,4 +1,4 @@
-"""mesh.keypoints_io and mesh.infer: detector-file readers (MMPose, RTMPose-style arrays, Ultralytics, AlphaPose,
+"""mesh.io.keypoints and mesh.infer: detector-file readers (MMPose, RTMPose-style arrays, Ultralytics, AlphaPose,
 COCO results, H36M arrays), people by track id, gap / missing-joint filling with flags, window-boundary smoothness,
 the One-Euro filter, bad input and atomic output folders. A tiny random mesh model keeps it fast."""
 
@@ -15,12 +15,12 @@ import torch
 from body_models import load_body_model, load_mean_params
 from body_models.joint_sets import convert_keypoints
 from mesh import infer as inf
-from mesh import keypoints_io as kio
-from mesh.checkpoint import save_mesh_model
-from mesh.export import load_result
-from mesh.head import HeadConfig
-from mesh.inference import predict_track
-from mesh.model import MeshRecovery
+from mesh.inference.predict import predict_track
+from mesh.io import keypoints as kio
+from mesh.io.export import load_result
+from mesh.network.checkpoint import save_mesh_model
+from mesh.network.head import HeadConfig
+from mesh.network.model import MeshRecovery
 from motion.encoders import build_encoder
 
 W, H = 1280, 720
@@ -304,7 +304,7 @@ def boundary_jumps(model: MeshRecovery, inputs: np.ndarray, stride: int, blend: 
 
 
 def test_window_boundaries_are_smooth(tiny_ckpt: Path) -> None:
-    from mesh.checkpoint import load_mesh_model
+    from mesh.network.checkpoint import load_mesh_model
 
     model, _ = load_mesh_model(tiny_ckpt)
     n = 16 * 8
@@ -363,7 +363,7 @@ def test_infer_two_people_gap_flags(tiny_ckpt: Path, tmp_path: Path, capsys: pyt
 
 
 def test_infer_smoothing_meshes_and_render(tiny_ckpt: Path, tmp_path: Path) -> None:
-    from mesh.render import gl_available
+    from mesh.vis.renderer import gl_available
 
     frames = [{"frame_id": i, "instances": [mmpose_instance(coco_person(i))]} for i in range(6)]
     path = write_json(tmp_path / "kp.json", frames)
@@ -377,7 +377,7 @@ def test_infer_smoothing_meshes_and_render(tiny_ckpt: Path, tmp_path: Path) -> N
     assert (person / "render.mp4").is_file() == render
     assert (tmp_path / "o" / "overlay.mp4").is_file() == render  # every person, over a blank canvas of W x H
     if render:
-        from mesh.video import video_info
+        from mesh.io.video import video_info
 
         info = video_info(tmp_path / "o" / "overlay.mp4")
         assert (info.width, info.height) == (W, H)
@@ -402,7 +402,7 @@ def test_errors_leave_output_untouched(tiny_ckpt: Path, tmp_path: Path, capsys: 
     def boom(*args: object, **kwargs: object) -> None:
         raise OSError("disk full")
 
-    monkeypatch.setattr("mesh.export.write_glb", boom)  # fail after the first person's npz was written
+    monkeypatch.setattr("mesh.io.export.write_glb", boom)  # fail after the first person's npz was written
     with pytest.raises(OSError, match="disk full"):
         inf.main(["--keypoints", str(two_people_file(tmp_path)), *base])
     assert sorted(p.name for p in out.iterdir()) == ["keep.txt"]

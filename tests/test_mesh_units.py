@@ -13,11 +13,11 @@ from fake_smpl import fake_smpl_arrays, write_npz
 from body_models import BodyModel, load_mean_params
 from body_models.rotations import axis_angle_to_rotmat, rot6d_to_rotmat
 from mesh.data.mesh_data import flip_smpl_pose
-from mesh.head import HeadConfig, SMPLHead
-from mesh.inference import mirror_rotmats
-from mesh.losses import LossWeights, loss_preset, mesh_loss
-from mesh.metrics import accel_error, center, mpjpe, mpve, pa_mpjpe, pa_mpve
-from mesh.model import MeshRecovery, pose_body
+from mesh.evaluation.metrics import accel_error, center, mpjpe, mpve, pa_mpjpe, pa_mpve
+from mesh.inference.predict import mirror_rotmats
+from mesh.network.head import HeadConfig, SMPLHead
+from mesh.network.losses import LossWeights, loss_preset, mesh_loss
+from mesh.network.model import MeshRecovery, pose_body
 from motion.encoders import build_encoder
 
 

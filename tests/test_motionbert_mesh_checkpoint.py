@@ -15,10 +15,10 @@ import pytest
 import torch
 
 from body_models import BodyModel, load_body_model, load_mean_params
-from mesh.checkpoint import load_mesh_model
 from mesh.evaluate import main as evaluate
-from mesh.head import HeadConfig
-from mesh.model import MeshRecovery
+from mesh.network.checkpoint import load_mesh_model
+from mesh.network.head import HeadConfig
+from mesh.network.model import MeshRecovery
 from motion.checkpoint import CheckpointError
 from motion.encoders import build_encoder
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from mesh.checkpoint import load_mesh_model
+from mesh.network.checkpoint import load_mesh_model
 from motion.checkpoint import (
     SHIPPED_ENCODER,
     SHIPPED_MESH_MODEL,
@@ -84,9 +84,9 @@ def test_shipped_mesh_model_follows_the_motion_of_unseen_tracks(synthetic_data: 
     """The shipped mesh model on test tracks it never saw, exported as detector JSON and read back by mesh.infer
     (the default checkpoint): its per-frame joints explain most of the ground-truth motion, and its MPVE on the test
     split is far below the untrained mean pose's (about 230 mm on this data)."""
-    from mesh.evaluation import evaluate_mesh, get_protocol
+    from mesh.evaluation.protocol import evaluate_mesh, get_protocol
     from mesh.infer import main as infer
-    from mesh.keypoints_io import synthetic_to_json
+    from mesh.io.keypoints import synthetic_to_json
     from motion.data.transforms import normalisation_of
 
     mesh_file = synthetic_data["mesh"]

@@ -18,10 +18,12 @@ import torch
 
 from body_models import load_body_model
 from body_models.rotations import pose_to_rotmats
-from mesh import export as ex
-from mesh import render as rd
-from mesh.inference import TrackPrediction
-from mesh.model import pose_body
+from mesh import render as render_cli
+from mesh.inference.predict import TrackPrediction
+from mesh.io import export as ex
+from mesh.network.model import pose_body
+from mesh.vis import compose as cp
+from mesh.vis import renderer as rd
 
 BG = (1.0, 1.0, 1.0)
 RED = (1.0, 0.0, 0.0, 1.0)
@@ -176,14 +178,14 @@ def test_keypoint_panel_draws_bones_at_the_right_pixels() -> None:
     kp[4, :2] = [100, 90]  # left hip: a vertical bone
     kp[5, 2] = 0.0  # low confidence: its bones are not drawn
     kp[5, :2] = [10, 10]
-    frame = rd.KeypointFrame.fit(kp, 200, 100, image_size=(200, 100), margin=0.0)
+    frame = cp.KeypointFrame.fit(kp, 200, 100, image_size=(200, 100), margin=0.0)
     np.testing.assert_allclose(frame.to_pixels([[160.0, 50.0]]), [[160.0, 50.0]])  # identity mapping
-    img = rd.draw_keypoints(kp, frame, 200, 100, line_width=3)
+    img = cp.draw_keypoints(kp, frame, 200, 100, line_width=3)
     assert img.shape == (100, 200, 3)
-    assert tuple(img[50, 130]) == rd._KP_RIGHT  # middle of the pelvis -> right hip bone
-    assert tuple(img[75, 100]) == rd._KP_LEFT  # middle of the pelvis -> left hip bone
+    assert tuple(img[50, 130]) == cp._KP_RIGHT  # middle of the pelvis -> right hip bone
+    assert tuple(img[75, 100]) == cp._KP_LEFT  # middle of the pelvis -> left hip bone
     assert tuple(img[30, 55]) == (255, 255, 255)  # on the line towards the dropped joint: nothing
-    fitted = rd.KeypointFrame.fit(kp, 200, 100)  # without image size: fit the confident keypoints
+    fitted = cp.KeypointFrame.fit(kp, 200, 100)  # without image size: fit the confident keypoints
     px = fitted.to_pixels(kp[[0, 1, 4], :2])
     assert px.min() >= 0 and px[:, 0].max() <= 200 and px[:, 1].max() <= 100
 
@@ -214,8 +216,8 @@ def read_video(path: Path) -> tuple[dict, list[np.ndarray]]:
 def test_video_written(gl: str, body, tmp_path: Path) -> None:
     pred = _result(body, 4, np.array([0, 1, 3, 4]))
     gt = _result(body, 4, np.array([0, 1, 3, 4]), shift=0.3)
-    opt = rd.VideoOptions(size=64, views=("front", "side"))
-    out = rd.render_video(tmp_path / "v.mp4", pred, gt, opt)
+    opt = cp.VideoOptions(size=64, views=("front", "side"))
+    out = cp.render_video(tmp_path / "v.mp4", pred, gt, opt)
     meta, frames = read_video(out)
     assert meta["fps"] == 10.0
     assert len(frames) == 5  # frame 2 is missing from the input: an empty frame keeps the timing
@@ -224,7 +226,7 @@ def test_video_written(gl: str, body, tmp_path: Path) -> None:
     assert (frames[2][20:, :256] > 240).all()  # ...and nothing in the gap (codec noise aside)
     assert [p.name for p in tmp_path.iterdir()] == ["v.mp4"]  # the temp file was renamed
     # overlay: one panel per view
-    ov = rd.render_video(tmp_path / "o.mp4", pred, gt, rd.VideoOptions(size=64, overlay=True, keypoints=False,
+    ov = cp.render_video(tmp_path / "o.mp4", pred, gt, cp.VideoOptions(size=64, overlay=True, keypoints=False,
                                                                        fill_gaps=False))
     _, frames = read_video(ov)
     assert len(frames) == 4 and frames[0].shape == (64, 64, 3)
@@ -233,12 +235,12 @@ def test_video_written(gl: str, body, tmp_path: Path) -> None:
 def test_cli(gl: str, body, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     pred = _result(body, 3, np.arange(3))
     ex.save_result(tmp_path / "p.npz", pred)
-    assert rd.main(["--result", str(tmp_path / "p.npz"), "--out", str(tmp_path / "v.mp4"), "--size", "32",
+    assert render_cli.main(["--result", str(tmp_path / "p.npz"), "--out", str(tmp_path / "v.mp4"), "--size", "32",
                     "--views", "front,top"]) == 0
     assert (tmp_path / "v.mp4").stat().st_size > 0
 
     def error(*argv: str) -> str:
-        assert rd.main([*argv, "--out", str(tmp_path / "x.mp4")]) == 2
+        assert render_cli.main([*argv, "--out", str(tmp_path / "x.mp4")]) == 2
         msg = capsys.readouterr().err.strip()
         assert msg.startswith("error:") and "\n" not in msg
         return msg
@@ -283,7 +285,7 @@ import sys
 import numpy as np
 import torch
 from body_models import load_body_model
-from mesh import render as rd
+from mesh.vis import renderer as rd
 
 body = load_body_model()
 pose = torch.zeros(1, 72)

@@ -15,9 +15,9 @@ from smplx.lbs import batch_rigid_transform
 
 from body_models import BodyModel, load_body_model, load_mean_params
 from body_models.rotations import axis_angle_to_rotmat, rotmat_to_axis_angle
-from mesh.head import HeadConfig
-from mesh.losses import LossWeights, loss_preset, mesh_loss, rotation_angle, train_vertex_ids
-from mesh.model import MeshRecovery, pose_body
+from mesh.network.head import HeadConfig
+from mesh.network.losses import LossWeights, loss_preset, mesh_loss, rotation_angle, train_vertex_ids
+from mesh.network.model import MeshRecovery, pose_body
 from motion.encoders import build_encoder
 
 V = 400  # fake model size: small enough to pose the full mesh many times

@@ -24,9 +24,9 @@ pytestmark = pytest.mark.skipif(not (CHROMIUM and DRIVER),
 def _track(frames: int = 24):
     """A short track of the embedded body waving an arm, walking sideways, and its 'ground truth' shifted 5 cm."""
     from body_models import load_body_model
-    from mesh.export import result_from_prediction
-    from mesh.inference import TrackPrediction
-    from mesh.model import pose_body
+    from mesh.inference.predict import TrackPrediction
+    from mesh.io.export import result_from_prediction
+    from mesh.network.model import pose_body
 
     body = load_body_model()
     rot = torch.eye(3).repeat(frames, 24, 1, 1)
@@ -60,7 +60,7 @@ def test_viewer_plays_offline_in_headless_chromium(tmp_path: Path) -> None:
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
-    from mesh.viewer import write_viewer
+    from mesh.vis.viewer import write_viewer
 
     body, result, gt = _track()
     errors = np.linspace(10, 40, len(result.frame_index))

@@ -19,7 +19,7 @@ import roma
 import torch
 
 from body_models import SMPL24
-from mesh.model import MeshOutput, MeshRecovery, pose_body
+from mesh.network.model import MeshOutput, MeshRecovery, pose_body
 from motion.data.clips import clip_indices
 from motion.data.transforms import flip_h36m
 

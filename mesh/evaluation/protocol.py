@@ -25,9 +25,9 @@ import torch
 from body_models import BodyModel
 from body_models.rotations import pose_to_rotmats
 from mesh.data.mesh_data import MeshSplit
-from mesh.inference import predict_track
-from mesh.metrics import JOINT_SUBSETS, accel_error, center, mpjpe, mpve, pa_mpjpe, pa_mpve
-from mesh.model import MeshRecovery, pose_body
+from mesh.evaluation.metrics import JOINT_SUBSETS, accel_error, center, mpjpe, mpve, pa_mpjpe, pa_mpve
+from mesh.inference.predict import predict_track
+from mesh.network.model import MeshRecovery, pose_body
 from motion.data.clips import track_bounds
 
 

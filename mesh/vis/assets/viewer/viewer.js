@@ -1,4 +1,4 @@
-// The self-contained result viewer (mesh.viewer writes it into viewer.html with the animated meshes as embedded glb).
+// The self-contained result viewer (mesh.vis.viewer writes it into viewer.html with the animated meshes as embedded glb).
 // Built into viewer.bundle.js by scripts/build_viewer.sh (three.js from npm, bundled offline with esbuild).
 import * as THREE from "three";
 import { GLTFLoader } from "three/examples/jsm/loaders/GLTFLoader.js";

@@ -1,8 +1,8 @@
 """One self-contained ``viewer.html`` per result: the animated mesh in any browser, offline.
 
 The page carries everything inline: three.js (bundled from the npm registry at build time, MIT licence in
-``mesh/assets/viewer/THREE_LICENSE``; ``scripts/build_viewer.sh`` rebuilds it) and the track as the same animated,
-skinned glb that :func:`mesh.export.write_glb` writes (base64), so it opens from disk, by e-mail or from any static
+``mesh/vis/assets/viewer/THREE_LICENSE``; ``scripts/build_viewer.sh`` rebuilds it) and the track as the same animated,
+skinned glb that :func:`mesh.io.export.write_glb` writes (base64), so it opens from disk, by e-mail or from any static
 host with no network. Controls: play / pause, a frame scrubber, speed, the frame number, an orbit camera (drag, wheel),
 and, when a ground-truth track is given, a toggle for it and a per-frame error readout.
 """
@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from body_models import BodyModel
-from mesh.export import MeshResult, _atomic_file, write_glb
+from mesh.io.export import MeshResult, _atomic_file, write_glb
 
 ASSETS = Path(__file__).resolve().parent / "assets" / "viewer"
 

@@ -7,8 +7,8 @@ import base64
 import html
 from pathlib import Path
 
-from mesh.evaluation import MeshEvaluation
-from mesh.export import _atomic_file
+from mesh.evaluation.protocol import MeshEvaluation
+from mesh.io.export import _atomic_file
 
 _METRICS = (("mpve_mm", "MPVE"), ("mpjpe_mm", "MPJPE"), ("pa_mpjpe_mm", "PA-MPJPE"), ("pa_mpve_mm", "PA-MPVE"),
             ("mpjpe17_mm", "MPJPE-17"), ("pa_mpjpe17_mm", "PA-MPJPE-17"), ("accel_mm_per_frame2", "accel"))

@@ -148,7 +148,7 @@ def validate_result(r: MeshResult, where: str = "result") -> MeshResult:
 def result_from_prediction(pred: Any, body: BodyModel, frame_index: np.ndarray | None = None, fps: float = 30.0,
                            keypoints_2d: np.ndarray | None = None, image_size: tuple[int, int] | None = None,
                            include_vertices: bool = True) -> MeshResult:
-    """Build a :class:`MeshResult` from a :class:`mesh.inference.TrackPrediction` of N frames.
+    """Build a :class:`MeshResult` from a :class:`mesh.inference.predict.TrackPrediction` of N frames.
 
     Args:
         pred: TrackPrediction (rotmats (N, 24, 3, 3), betas (N, 10), vertices, joints_h36m, joints_smpl).
@@ -182,8 +182,8 @@ def sequence_results(model: Any, body: BodyModel, split: Any, name: str, fps: fl
     """Prediction and ground truth of track ``name`` of a :class:`mesh.data.mesh_data.MeshSplit`, as results
     (root-relative, as evaluated; whole track in windows of ``clip_len`` with stride ``clip_len // 2``, flip test)."""
     from body_models.rotations import axis_angle_to_rotmat
-    from mesh.inference import predict_track
-    from mesh.model import pose_body
+    from mesh.inference.predict import predict_track
+    from mesh.network.model import pose_body
 
     sel = split.source == name
     pred = predict_track(model, split.inputs[sel], clip_len=clip_len, stride=max(1, clip_len // 2), flip_test=True)
@@ -439,7 +439,7 @@ class _GltfBuilder:
 
     def __init__(self) -> None:
         self.blob = bytearray()
-        self.gltf: dict[str, Any] = {"asset": {"version": "2.0", "generator": "ssrstf mesh.export"},
+        self.gltf: dict[str, Any] = {"asset": {"version": "2.0", "generator": "ssrstf mesh.io.export"},
                                      "buffers": [], "bufferViews": [], "accessors": []}
 
     def accessor(self, array: np.ndarray, width: int, target: int | None = None, minmax: bool = False) -> int:

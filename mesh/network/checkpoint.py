@@ -22,8 +22,8 @@ import numpy as np
 import torch
 
 from body_models import BodyModel, MeanParams, load_body_model
-from mesh.head import HeadConfig
-from mesh.model import MeshRecovery
+from mesh.network.head import HeadConfig
+from mesh.network.model import MeshRecovery
 from motion.checkpoint import (
     BACKBONE_FORMAT,
     CheckpointError,

@@ -58,7 +58,7 @@ confidences become 0.
 
 CLI (demo input from the synthetic data)::
 
-    python -m mesh.keypoints_io --from-synthetic data/synthetic/mesh_synthetic.pkl --split test \
+    python -m mesh.io.keypoints --from-synthetic data/synthetic/mesh_synthetic.pkl --split test \
         --sequence synth_test_0000 --out kp.json
 
 writes one synthetic track as its simulated detector would have: MMPose-style COCO-17 or AlphaPose-style Halpe-26
@@ -672,7 +672,7 @@ def synthetic_to_json(data: str | Path, out: str | Path, split: str = "test", se
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m mesh.keypoints_io", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m mesh.io.keypoints", description=__doc__.split("\n\n")[0])
     ap.add_argument("--from-synthetic", metavar="PKL", help="synthetic mesh data file to take a track from")
     ap.add_argument("--split", default="test")
     ap.add_argument("--sequence", help="track name (default: the split's first)")

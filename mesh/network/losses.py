@@ -17,7 +17,7 @@ from typing import Literal
 
 import torch
 
-from mesh.model import MeshOutput
+from mesh.network.model import MeshOutput
 from motion.metrics import mpjpe
 
 

@@ -9,7 +9,7 @@ from torch import nn
 
 from body_models import BodyModel, MeanParams
 from body_models.rotations import rot6d_to_rotmat
-from mesh.head import HeadConfig, SMPLHead
+from mesh.network.head import HeadConfig, SMPLHead
 
 
 @dataclass

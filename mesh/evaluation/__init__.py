@@ -1,0 +1,1 @@
+"""Mesh metrics (pure functions, per frame) and the evaluation protocols built on them."""

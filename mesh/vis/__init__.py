@@ -1,0 +1,1 @@
+"""Seeing results: the headless OpenGL renderer, composed videos and overlays, the browser viewer, reports."""
