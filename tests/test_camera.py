@@ -97,7 +97,7 @@ def test_mesh_infer_places_the_shipped_model_in_the_true_camera(synthetic_data: 
     """Synthetic test tracks exported as detector JSON and run through mesh.infer with the generator's focal length:
     the predicted pelvis lands within 10 % of the distance of the true one, and the predicted joints reproject onto
     the keypoints within 6 % of the person's 2D height. Observed with models/ssrstf_mesh.pt on three generator test
-    tracks: 2.0-5.0 % of the distance, 8-12 px."""
+    tracks: 2.5-6.9 % of the distance, 8-15 px."""
     from mesh.infer import InferOptions, run_inference
     from mesh.io.keypoints import synthetic_to_json
 
@@ -113,6 +113,8 @@ def test_mesh_infer_places_the_shipped_model_in_the_true_camera(synthetic_data: 
         result = np.load(tmp_path / name / "person_0" / "result.npz")
         root = data["joint_cam"][m][:, 0]
         rel = np.linalg.norm(result["joints_h36m"][:, 0] - root, axis=1) / root[:, 2]
+        reproj = np.nanmedian(result["reprojection_px"])
+        print(f"observed {name}: distance {np.median(rel):.3f}, reprojection {reproj:.1f} px")
         assert np.median(rel) < 0.10, (name, np.median(rel))
         height = np.median(np.ptp(data["joint_2d"][m][..., 1], axis=1))
         assert np.nanmedian(result["reprojection_px"]) < 0.06 * height, (name, np.nanmedian(result["reprojection_px"]))
@@ -209,8 +211,8 @@ def test_overlay_is_pixel_aligned_with_the_true_camera(synthetic_data: dict[str,
                                                        tmp_path: Path) -> None:
     """The ground-truth mesh of a synthetic track drawn through the overlay's camera covers exactly its projected
     vertices (bounding boxes within 1.5 px at a quarter of 720 x 1280); the shipped model's mesh, placed by
-    mesh.infer with the true focal length, overlaps it (silhouette IoU on every 10th frame: observed median 0.73,
-    lowest 0.71)."""
+    mesh.infer with the true focal length, overlaps it (silhouette IoU on every 10th frame: observed median 0.77,
+    lowest 0.76)."""
     import torch
 
     from body_models import load_body_model
@@ -244,6 +246,7 @@ def test_overlay_is_pixel_aligned_with_the_true_camera(synthetic_data: dict[str,
     pred = load_result(placed_track["result"])
     masks_pred = _silhouettes(pred.vertices[frames], body.faces.numpy(), K, w, h, scale)
     iou = (masks_gt & masks_pred).sum((1, 2)) / (masks_gt | masks_pred).sum((1, 2))
+    print(f"observed: silhouette IoU median {np.median(iou):.3f}, lowest {iou.min():.3f}")
     assert np.median(iou) > 0.6 and iou.min() > 0.5, iou
     # The overlay video frames: the mesh blended over a plain canvas exactly where the silhouette is.
     drawn = list(overlay_frames([pred], K, w, h, None, scale=scale))

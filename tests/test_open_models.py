@@ -83,7 +83,8 @@ def test_shipped_mesh_model_follows_the_motion_of_unseen_tracks(synthetic_data: 
                                                                 tmp_path: Path) -> None:
     """The shipped mesh model on test tracks it never saw, exported as detector JSON and read back by mesh.infer
     (the default checkpoint): its per-frame joints explain most of the ground-truth motion, and its MPVE on the test
-    split is far below the untrained mean pose's (about 230 mm on this data)."""
+    split is far below the untrained mean pose's (about 230 mm on this data). Observed: R^2 0.849, MPVE 95.6 mm,
+    PA-MPJPE 40.7 mm."""
     from mesh.evaluation.protocol import evaluate_mesh, get_protocol
     from mesh.infer import main as infer
     from mesh.io.keypoints import synthetic_to_json
@@ -101,7 +102,7 @@ def test_shipped_mesh_model_follows_the_motion_of_unseen_tracks(synthetic_data: 
         dp, dg = pred - pred.mean(axis=0), gt - gt.mean(axis=0)
         num, den = num + float(((dp - dg) ** 2).sum()), den + float((dg**2).sum())
     r2 = 1 - num / den
-    assert r2 > 0.5, r2
+    assert r2 > 0.7, r2
     from mesh.data.mesh_data import read_mesh_split
 
     model, ckpt = load_mesh_model(SHIPPED_MESH_MODEL)
@@ -109,7 +110,7 @@ def test_shipped_mesh_model_follows_the_motion_of_unseen_tracks(synthetic_data: 
     ev = evaluate_mesh(model, split, get_protocol("motionbert", clip_len=16), {"neutral": model.body}, 32, None)
     summary = ev.summary()
     print(f"observed: R^2 {r2:.3f}, MPVE {summary['mpve_mm']:.1f}, PA-MPJPE {summary['pa_mpjpe_mm']:.1f}")
-    assert summary["mpve_mm"] < 170 and summary["pa_mpjpe_mm"] < 70, summary
+    assert summary["mpve_mm"] < 125 and summary["pa_mpjpe_mm"] < 55, summary
 
 
 def test_schedule_fits_the_budget_and_refuses_a_budget_too_small() -> None:
