@@ -534,7 +534,8 @@ def run_inference(keypoints: str | Path, checkpoint: str | Path, out: str | Path
             from mesh.vis.compose import write_overlay
 
             write_overlay(stage / "overlay.mp4", placed_results, camera.matrix, round(camera.width),
-                          round(camera.height), video_frames(opt.video) if opt.video else None, fps=fps, body=body)
+                          round(camera.height), video_frames(opt.video) if opt.video else None, fps=fps, body=body,
+                          keypoints=True)
             overlay = ["overlay.mp4"]
             timings["render"] += time.perf_counter() - t0
         summary = {

@@ -29,9 +29,11 @@ from motion.checkpoint import SHIPPED_MESH_MODEL, CheckpointError
 
 
 def render_overlay(results: Sequence[str | Path], out: str | Path, video: str | Path | None = None,
-                   fps: float | None = None, max_side: int = 1280, log: Any = print) -> Path:
+                   fps: float | None = None, max_side: int = 1280, keypoints: bool = True,
+                   views: Sequence[str] = (), log: Any = print) -> Path:
     """The meshes of ``mesh.infer`` results (one file per person, one run) over ``video``'s frames, or over a blank
-    canvas of the recorded image size without a video, in the camera the results were placed in."""
+    canvas of the recorded image size without a video, in the camera the results were placed in; with ``keypoints``
+    the 2D input drawn on top, with ``views`` ('side', 'top') panels beside it."""
     from mesh.io.video import video_frames, video_info
 
     cams = [load_result_camera(p) for p in results]
@@ -51,7 +53,8 @@ def render_overlay(results: Sequence[str | Path], out: str | Path, video: str | 
             log(f"note: {results[0]} was placed in an assumed image (mesh.infer had no --video / --image-size): "
                 "the mesh lines up with the keypoints, its distance is a guess")
         width, height, background, fps = info.width, info.height, video_frames(video), fps or info.fps
-    return write_overlay(out, loaded, cam.matrix, width, height, background, fps, max_side)
+    return write_overlay(out, loaded, cam.matrix, width, height, background, fps, max_side, keypoints=keypoints,
+                         views=views)
 
 
 # ---------------------------------------------------------------------------------------------------------- CLI
@@ -108,9 +111,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", required=True, help="video.mp4 (--result) or a folder (--checkpoint)")
     ap.add_argument("--size", type=int, default=512, help="panel size in pixels (even)")
     ap.add_argument("--fps", type=float, default=None, help="default: the result's fps (30 for --checkpoint)")
-    ap.add_argument("--views", default="front", help="comma-separated: front, side, top")
+    ap.add_argument("--views", default="front",
+                    help="comma-separated: front, side, top (with --video / --canvas: side and top panels beside the "
+                    "overlay)")
     ap.add_argument("--overlay", action="store_true", help="ground truth translucent over the prediction")
-    ap.add_argument("--no-keypoints", action="store_true", help="no 2D keypoint panel")
+    ap.add_argument("--no-keypoints", action="store_true",
+                    help="no 2D keypoint panel (with --video / --canvas: no keypoints drawn over the frame)")
     ap.add_argument("--msaa", type=int, default=0, help="multisample anti-aliasing samples (0 = off, fastest)")
     cam = ap.add_argument_group("in the input camera (mesh.infer results)")
     cam.add_argument("--video", help="draw the meshes over this video's frames, pixel-aligned (the video the "
@@ -136,7 +142,9 @@ def main(argv: list[str] | None = None) -> int:
             if args.result is None or args.gt is not None:
                 raise RenderError("--video / --canvas draw mesh.infer results: give --result person_*/result.npz "
                                   "(no --checkpoint, no --gt)")
-            print(f"wrote {render_overlay(args.result, args.out, args.video, args.fps, args.max_side)}")
+            path = render_overlay(args.result, args.out, args.video, args.fps, args.max_side,
+                                  keypoints=not args.no_keypoints, views=[v for v in views if v != "front"])
+            print(f"wrote {path}")
             return 0
         if args.result is not None and len(args.result) > 1:
             raise RenderError("several --result files are drawn together only in the input camera: add --video FILE "

@@ -259,7 +259,8 @@ def test_render_draws_infer_results_over_the_video(placed_track: dict[str, Path]
                                                    capsys: pytest.CaptureFixture) -> None:
     """``mesh.render --result ... --video`` redraws a mesh.infer result over the video's own frames in the camera it
     was placed in: the background pixels are the video's, the mesh covers exactly its silhouette; two persons get two
-    colours; a video of another size, a result without a camera and results of two cameras are one-line errors."""
+    colours; a side view and the 2D keypoints can be added; a video of another size, a result without a camera and
+    results of two cameras are one-line errors."""
     from dataclasses import replace
 
     from body_models import load_body_model
@@ -294,6 +295,13 @@ def test_render_draws_infer_results_over_the_video(placed_track: dict[str, Path]
     person = [np.linalg.norm(frame.astype(float) - (0.25 * 235 + 0.75 * t), axis=-1) < 60 for t in tint]
     assert person[0].sum() > 200 and person[1].sum() > 200 and not (person[0] & person[1]).any()
     assert (frame != one).any(-1).sum() > 200
+    # A side view beside the overlay (the same mesh, on the canvas), and the 2D input drawn over the frame.
+    both = next(iter(overlay_frames([pred], cam.matrix, 1280, 720, None, scale=0.25, keypoints=True,
+                                    views=("side",))))
+    assert both.shape == (180, 640, 3)
+    assert 200 < (both[:, 320:] != 235).any(-1).sum() < 0.5 * 320 * 180
+    x, y = np.round(pred.keypoints_2d[0, 0, :2] * 0.25).astype(int)  # the pelvis keypoint: a dark joint dot
+    assert both[y, x].max() < 60 and one[y, x].max() > 100, (both[y, x], one[y, x])
     # Errors: one line each, no output file.
     capsys.readouterr()
     small = tmp_path / "small.mp4"

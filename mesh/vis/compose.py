@@ -70,12 +70,13 @@ class KeypointFrame:
 
 def draw_keypoints(keypoints: np.ndarray | None, frame: KeypointFrame, width: int, height: int,
                    bg_color: tuple[int, int, int] = (255, 255, 255), min_conf: float = 0.1,
-                   line_width: int = 3, label: str | None = None) -> np.ndarray:
+                   line_width: int = 3, label: str | None = None, base: np.ndarray | None = None) -> np.ndarray:
     """A (height, width, 3) uint8 panel with the H36M-17 skeleton of ``keypoints`` (17, 3) = (x, y, confidence)
-    (left limbs blue, right red, centre grey; joints below ``min_conf`` and their bones are skipped)."""
+    (left limbs blue, right red, centre grey; joints below ``min_conf`` and their bones are skipped), drawn on
+    ``bg_color`` or on a copy of the image ``base``."""
     from PIL import Image, ImageDraw
 
-    img = Image.new("RGB", (width, height), bg_color)
+    img = Image.new("RGB", (width, height), bg_color) if base is None else Image.fromarray(base)
     draw = ImageDraw.Draw(img)
     if frame.image_box is not None:
         draw.rectangle(frame.image_box, outline=(200, 200, 200))
@@ -293,10 +294,11 @@ PERSON_COLORS = [PRED_COLOR, (0.95, 0.66, 0.45, 1.0), (0.62, 0.85, 0.55, 1.0), (
 
 def overlay_frames(results: Sequence[MeshResult], K: np.ndarray, width: int, height: int,
                    background: Iterator[np.ndarray] | None = None, opacity: float = 0.75, scale: float = 1.0,
-                   canvas: tuple[int, int, int] = (235, 235, 235), body: Any = None) -> Iterator[np.ndarray]:
+                   canvas: tuple[int, int, int] = (235, 235, 235), body: Any = None, keypoints: bool = False,
+                   views: Sequence[str] = ()) -> Iterator[np.ndarray]:
     """Yield the meshes of ``results`` (one per person, each its own colour) drawn over the input frames,
-    pixel-aligned: ``(round(H * scale), round(W * scale), 3)`` uint8 for every video frame from the first to the
-    last frame of any result.
+    pixel-aligned: ``(round(H * scale), round(W * scale) * (1 + len(views)), 3)`` uint8 for every video frame from
+    the first to the last frame of any result.
 
     Args:
         results: camera-frame meshes (``mesh.infer`` places them) of one video, ``frame_index`` = its frame numbers.
@@ -305,6 +307,9 @@ def overlay_frames(results: Sequence[MeshResult], K: np.ndarray, width: int, hei
             ``canvas`` of the video's size (when no video is at hand).
         body: the body model that skins results without stored vertices (a few frames at a time); default: the
             default body model.
+        keypoints: also draw each result's 2D input (``keypoints_2d``, H36M-17 pixels) over the frame.
+        views: panels beside the overlay ('side', 'top'): the same meshes seen by a camera that follows them, on
+            the plain canvas.
     """
     if not results:
         raise RenderError("overlay: no results to draw")
@@ -316,6 +321,16 @@ def overlay_frames(results: Sequence[MeshResult], K: np.ndarray, width: int, hei
     first = min(int(r.frame_index[0]) for r in results)
     last = max(int(r.frame_index[-1]) for r in results)
     cam = camera_view(K, width, height, scale)
+    # Cameras of the extra views follow the joints (always in memory, unlike long vertex sequences); the margin
+    # covers the surface beyond the joints.
+    tracks = []
+    for r in results:
+        joints = np.full((last - first + 1, *np.asarray(r.joints).shape[1:]), np.nan, np.float32)
+        joints[np.asarray(r.frame_index) - first] = r.joints
+        tracks.append(joints)
+    view_cams = {v: fit_cameras(tracks, v, cam.width, cam.height, margin=1.3, point_stride=1) for v in views}
+    pixels = KeypointFrame(origin=np.zeros(2), scale=cam.width / width, offset=np.zeros(2), image_box=None)
+    line = max(1, round(cam.height / 240))
     renderer = MeshRenderer(faces, cam.width, cam.height, bg_color=(0.0, 0.0, 0.0))
     try:
         frames = iter(background) if background is not None else None
@@ -329,14 +344,28 @@ def overlay_frames(results: Sequence[MeshResult], K: np.ndarray, width: int, hei
             else:
                 base = frame if scale == 1.0 else _resize(frame, cam.width, cam.height)
             present = [(k, lookup[number]) for k, lookup in enumerate(lookups) if number in lookup]
+            plain = np.empty((cam.height, cam.width * (1 + len(views)), 3), np.uint8)
+            plain[:] = canvas
+            plain[:, :cam.width] = base
             if not present:
-                yield base.copy()
+                yield plain
                 continue
             renderer.set_meshes([sources[k][i] for k, i in present])
             layers = [Layer(slot, PERSON_COLORS[k % len(PERSON_COLORS)]) for slot, (k, _) in enumerate(present)]
-            rgba = renderer.render_panels([Panel(cam, layers)], alpha=True)
-            a = rgba[..., 3:4].astype(np.float32) / 255.0 * opacity
-            yield (base.astype(np.float32) * (1 - a) + rgba[..., :3].astype(np.float32) * a).round().astype(np.uint8)
+            panels = [Panel(cam, layers)] + [Panel(view_cams[v][number - first], layers) for v in views]
+            rgba = renderer.render_panels(panels, alpha=True)
+            a = rgba[..., 3:4].astype(np.float32) / 255.0
+            a[:, :cam.width] *= opacity  # the overlay is translucent, the extra views opaque
+            out = (plain.astype(np.float32) * (1 - a) + rgba[..., :3].astype(np.float32) * a).round().astype(np.uint8)
+            if keypoints:
+                for k, i in present:
+                    kp = results[k].keypoints_2d
+                    if kp is not None:
+                        out[:, :cam.width] = draw_keypoints(kp[i], pixels, cam.width, cam.height, line_width=line,
+                                                            base=np.ascontiguousarray(out[:, :cam.width]))
+            for p, v in enumerate(views, start=1):
+                _label(out, p * cam.width, v)
+            yield out
     finally:
         renderer.close()
 
@@ -350,11 +379,14 @@ def _resize(frame: np.ndarray, width: int, height: int) -> np.ndarray:
 
 def write_overlay(out: str | Path, results: Sequence[MeshResult], K: np.ndarray, width: int, height: int,
                   background: Iterator[np.ndarray] | None = None, fps: float | None = None,
-                  max_side: int = 1280, body: Any = None) -> Path:
-    """:func:`overlay_frames` to an mp4 (atomically), drawn at most ``max_side`` pixels on the longer side."""
+                  max_side: int = 1280, body: Any = None, keypoints: bool = False,
+                  views: Sequence[str] = ()) -> Path:
+    """:func:`overlay_frames` to an mp4 (atomically), the overlay drawn at most ``max_side`` pixels on its longer
+    side."""
     scale = min(1.0, max_side / max(width, height))
-    return write_frames(out, overlay_frames(results, K, width, height, background, scale=scale, body=body),
-                        fps or results[0].fps)
+    frames = overlay_frames(results, K, width, height, background, scale=scale, body=body, keypoints=keypoints,
+                            views=views)
+    return write_frames(out, frames, fps or results[0].fps)
 
 
 def render_video(out: str | Path, pred: MeshResult, gt: MeshResult | None = None,
