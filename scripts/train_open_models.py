@@ -1,7 +1,8 @@
 """Train the open models from nothing: synthetic data -> SSR-STF encoder (2D->3D lifting) -> mesh model.
 
     python scripts/train_open_models.py --profile cpu --out runs/open                  # about 2 hours, 2 CPU cores
-    python scripts/train_open_models.py --profile gpu-long --out runs/open --ship models   # one GPU, ~25 minutes
+    python scripts/train_open_models.py --profile gpu --out runs/open --ship models        # one H200, ~8 minutes
+    python scripts/train_open_models.py --profile gpu-long --out runs/open --ship models   # one GPU, ~30 minutes
 
 Stages (each skipped when its results exist, resumed from its ``last.pt`` when it was cut off):
 
