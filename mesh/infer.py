@@ -644,7 +644,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except Exception as err:
-        if type(err).__name__ == "RenderError":  # mesh.render is imported only when rendering (it loads OpenGL)
+        if type(err).__name__ == "RenderError":  # mesh.vis.renderer is imported only when rendering (OpenGL)
             print(f"error: {err}", file=sys.stderr)
             return 2
         raise
