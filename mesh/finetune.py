@@ -46,7 +46,7 @@ from motion.checkpoint import CheckpointError, load_backbone
 from motion.config import ConfigError, load_config, to_dict
 from motion.data.clips import ClipBatches, batch_lists
 from motion.data.transforms import flip_h36m, normalisation_of, normalisation_record
-from motion.encoders import build_encoder, count_parameters
+from motion.encoders import build_encoder, count_parameters, set_recompute_blocks
 from motion.training import (
     AmpMode,
     DistEnv,
@@ -93,6 +93,7 @@ class ModelSection:
     encoder: dict[str, Any] = field(default_factory=lambda: {"variant": "XS"})
     smpl: str | None = None  # body model file/folder; null = $SMPL_MODEL_DIR, else the embedded default
     mean_params: str | None = None  # smpl_mean_params.npz; null = next to the SMPL file, else the fallback
+    recompute_blocks: int = 0  # training memory for time: these first encoder blocks recompute activations in backward
 
 
 @dataclass
@@ -177,6 +178,10 @@ class MeshTask(Task):
             self.model = initial.to(env.device).train()
         else:
             self.model = MeshRecovery(encoder, self.body, self.mean, cfg.head).to(env.device)
+        try:
+            set_recompute_blocks(self.model.backbone, cfg.model.recompute_blocks)
+        except ValueError as err:
+            raise ConfigError(f"model.{err}") from None
         try:
             self.weights: LossWeights = loss_preset(cfg.loss_preset, **cfg.loss)
         except (TypeError, ValueError) as err:

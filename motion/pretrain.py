@@ -34,7 +34,7 @@ from motion.config import ConfigError, load_config, to_dict
 from motion.data.clips import ClipBatches, batch_lists
 from motion.data.lifting import LiftingClips, LiftingDataError, LiftingSplit, read_lifting_split
 from motion.data.transforms import flip_h36m, normalisation_record
-from motion.encoders import build_encoder, count_parameters
+from motion.encoders import build_encoder, count_parameters, set_recompute_blocks
 from motion.lifting_eval import evaluate_lifting
 from motion.metrics import mpjpe, n_mpjpe, velocity_error
 from motion.training import (
@@ -54,6 +54,7 @@ from motion.training import (
 class ModelSection:
     arch: str = "ssrstf"
     encoder: dict[str, Any] = field(default_factory=lambda: {"variant": "XS"})
+    recompute_blocks: int = 0  # training memory for time: these first blocks recompute activations in backward
 
 
 @dataclass
@@ -145,6 +146,10 @@ class LiftingTask(Task):
         self.test_set = LiftingClips(self.test_split, T, cfg.data.test_stride or T)
         torch.manual_seed(cfg.seed)  # identical initial weights on every rank
         self.model = build_encoder(cfg.model.arch, cfg.model.encoder).to(env.device)
+        try:
+            set_recompute_blocks(self.model, cfg.model.recompute_blocks)
+        except ValueError as err:
+            raise ConfigError(f"model.{err}") from None
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.optim.lr,
                                            weight_decay=cfg.optim.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.ExponentialLR(self.optimizer, gamma=cfg.optim.lr_decay)

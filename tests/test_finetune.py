@@ -185,3 +185,5 @@ def test_clear_errors(synthetic_data: dict[str, Path], tmp_path: Path, capsys: p
     torch.save({"format": "ssrstf-toolkit/mesh"}, tmp_path / "mesh.pt")
     assert finetune([*base, f"--backbone={tmp_path / 'mesh.pt'}"]) == 2
     assert "is a 'ssrstf-toolkit/mesh' checkpoint, not an encoder backbone" in capsys.readouterr().err
+    assert finetune([*base, "model.recompute_blocks=-1"]) == 2
+    assert "model.recompute_blocks must be >= 0, got -1" in capsys.readouterr().err

@@ -18,7 +18,7 @@ from body_models.rotations import axis_angle_to_rotmat, rotmat_to_axis_angle
 from mesh.network.head import HeadConfig
 from mesh.network.losses import LossWeights, loss_preset, mesh_loss, rotation_angle, train_vertex_ids
 from mesh.network.model import MeshRecovery, pose_body
-from motion.encoders import build_encoder
+from motion.encoders import build_encoder, set_recompute_blocks
 
 V = 400  # fake model size: small enough to pose the full mesh many times
 
@@ -225,13 +225,15 @@ def test_norm_term_equals_the_axis_angle_norm() -> None:
 
 
 def test_encoder_recompute_gives_the_same_gradients() -> None:
-    """``SSRSTF.recompute_blocks`` (training memory knob) changes memory, not results."""
+    """``SSRSTF.recompute_blocks`` (training memory knob, ``model.recompute_blocks`` in the trainers' configs) changes
+    memory, not results; DSTformer has no such knob."""
     torch.manual_seed(0)
     encoder = build_encoder("ssrstf", {"variant": "XS", "depth": 2})
     x = torch.randn(2, 5, 17, 3)
     grads = []
     for blocks in (0, 2):
-        encoder.recompute_blocks = blocks
+        set_recompute_blocks(encoder, blocks)
+        assert encoder.recompute_blocks == blocks
         encoder.zero_grad(set_to_none=True)
         rep = encoder.get_representation(x)
         rep.square().mean().backward()
@@ -239,6 +241,8 @@ def test_encoder_recompute_gives_the_same_gradients() -> None:
     assert grads[0].keys() == grads[1].keys() and len(grads[0]) > 10
     for name, g in grads[0].items():
         torch.testing.assert_close(grads[1][name], g, atol=1e-7, rtol=1e-5, msg=name)
+    with pytest.raises(ValueError, match="DSTformer cannot recompute blocks"):
+        set_recompute_blocks(build_encoder("dstformer", {"depth": 1}), 1)
 
 
 def test_empty_subset_poses_the_joints_only(bodies: dict[str, BodyModel]) -> None:

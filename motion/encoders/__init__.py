@@ -14,6 +14,7 @@ from motion.encoders.registry import (
     count_parameters,
     encoder_config_from_dict,
     macs_per_frame,
+    set_recompute_blocks,
 )
 from motion.encoders.ssrstf import (
     LSKA_KERNELS,
@@ -52,4 +53,5 @@ __all__ = [
     "encoder_config_from_dict",
     "lska_split",
     "macs_per_frame",
+    "set_recompute_blocks",
 ]

@@ -74,6 +74,18 @@ def config_to_dict(config: Any) -> dict[str, Any]:
     return dataclasses.asdict(config)
 
 
+def set_recompute_blocks(encoder: nn.Module, blocks: int) -> None:
+    """Recompute the first ``blocks`` blocks of ``encoder`` in backward instead of storing their activations
+    (training memory for about one more forward of those blocks; results unchanged). SSR-STF only."""
+    if blocks < 0:
+        raise ValueError(f"recompute_blocks must be >= 0, got {blocks}")
+    if not hasattr(encoder, "recompute_blocks"):
+        if blocks:
+            raise ValueError(f"recompute_blocks: {type(encoder).__name__} cannot recompute blocks (SSR-STF only)")
+        return
+    encoder.recompute_blocks = blocks
+
+
 def build_encoder(arch: str, config: Mapping[str, Any] | Any | None = None) -> nn.Module:
     """Instantiate the encoder ``arch`` (``'ssrstf'`` or ``'dstformer'``).
 
