@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import SMALL_ENCODER
+from motion_following import motion_r2
 
 from mesh.finetune import main as finetune
 from motion.checkpoint import read_checkpoint
@@ -71,35 +72,12 @@ def test_finetuning_from_the_shipped_encoder_beats_the_untrained_head_and_a_rand
     # and predicted by mesh.infer. The tuned model's per-frame joints follow the ground-truth motion; the
     # untrained one's do not (it gives the mean pose).
     tuned_r2, untrained_r2, random_r2 = (
-        _motion_explained(tmp_path / name / "best.pt", synthetic_data["mesh"], tmp_path / name)
+        motion_r2(tmp_path / name / "best.pt", synthetic_data["mesh"], tmp_path / name)
         for name in ("tuned", "untrained", "random"))
     print(f"observed: MPVE untrained {before:.1f}, shipped encoder {after:.1f}, random encoder {from_random:.1f}; "
           f"R^2 {tuned_r2:.3f} / {random_r2:.3f} / {untrained_r2:.3f}")
     assert tuned_r2 > 0.05 and untrained_r2 < 0.02, (tuned_r2, untrained_r2)
     assert tuned_r2 > random_r2, (tuned_r2, random_r2)
-
-
-def _motion_explained(checkpoint: Path, mesh_file: Path, out: Path, tracks: int = 3) -> float:
-    """R^2 of the ground truth's motion explained by mesh.infer's per-frame H36M joints, over test tracks exported
-    through ``mesh.io.keypoints``: ``1 - sum |(p - mean_t p) - (g - mean_t g)|^2 / sum |g - mean_t g|^2`` with p, g
-    pelvis-relative camera-frame joints. A constant pose scores 0 whatever it is; a perfect one 1."""
-    from mesh.infer import InferOptions, run_inference
-    from mesh.io.keypoints import synthetic_to_json
-
-    data = pickle.loads(mesh_file.read_bytes())["test"]
-    names = list(dict.fromkeys(data["source"].tolist()))[:tracks]
-    num = den = 0.0
-    for name in names:
-        kp = synthetic_to_json(mesh_file, out / f"{name}.json", "test", name)
-        run_inference(kp, checkpoint, out / f"infer_{name}", InferOptions(render=False, device="cpu"),
-                      log=lambda *_: None)
-        pred = np.load(out / f"infer_{name}" / "person_0" / "result.npz")["joints_h36m"].astype(np.float64)
-        gt = data["joint_cam"][data["source"] == name].astype(np.float64)
-        pred, gt = pred - pred[:, :1], gt - gt[:, :1]
-        dp, dg = pred - pred.mean(axis=0), gt - gt.mean(axis=0)
-        num += float(((dp - dg) ** 2).sum())
-        den += float((dg**2).sum())
-    return 1.0 - num / den
 
 
 def _tiny(out: Path, name: str, synthetic: dict[str, Path], *extra: str) -> list[str]:
