@@ -36,8 +36,8 @@ def render_overlay(results: Sequence[str | Path], out: str | Path, video: str | 
     the 2D input drawn on top, with ``views`` ('side', 'top') panels beside it."""
     from mesh.io.video import video_frames, video_info
 
+    loaded = [load_result(p) for p in results]  # validated first: a broken file is named as such
     cams = [load_result_camera(p) for p in results]
-    loaded = [load_result(p) for p in results]
     cam = cams[0]
     for path, other in zip(results[1:], cams[1:], strict=True):
         if not np.allclose(other.matrix, cam.matrix, rtol=1e-4):

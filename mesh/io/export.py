@@ -291,13 +291,17 @@ def load_result_camera(path: str | Path) -> ResultCamera:
     """The camera stored in a ``mesh.infer`` result (``intrinsics``, ``image_size``); :class:`ResultFileError` when
     the file has none (results of ``mesh.evaluate`` / ``mesh.render`` are root-relative and have no camera)."""
     path = Path(path)
-    load_result(path)  # one validation path for the whole file
-    with np.load(path, allow_pickle=False) as data:
-        if "intrinsics" not in data.files:
-            raise ResultFileError(f"{path}: has no camera ('intrinsics'): only mesh.infer results are placed in "
-                                  "the camera frame")
-        K = np.asarray(data["intrinsics"], np.float64)
-        size = np.asarray(data["image_size"], np.float64).reshape(-1) if "image_size" in data.files else None
+    if not path.is_file():
+        raise ResultFileError(f"{path}: no such result file")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            K = np.asarray(data["intrinsics"], np.float64) if "intrinsics" in data.files else None
+            size = np.asarray(data["image_size"], np.float64).reshape(-1) if "image_size" in data.files else None
+    except Exception as err:  # zip/format errors: one line
+        raise ResultFileError(f"{path}: not a readable .npz ({type(err).__name__}: {err})") from None
+    if K is None:
+        raise ResultFileError(f"{path}: has no camera ('intrinsics'): only mesh.infer results are placed in the "
+                              "camera frame")
     if K.shape != (3, 3) or not np.isfinite(K).all() or K[0, 0] <= 0:
         raise ResultFileError(f"{path}: 'intrinsics' must be a finite (3, 3) camera matrix, got shape {K.shape}")
     if size is not None and size.size == 2:  # the video's size

@@ -189,7 +189,7 @@ class _FrameVertices:
 
     def __init__(self, result: MeshResult, where: str, body: Any = None, chunk: int = 64) -> None:
         self.result, self.chunk = result, chunk
-        self.body = None if result.vertices is not None else body or _default_body(result, where)
+        self.body = None if result.vertices is not None else body if body is not None else _default_body(result, where)
         self.lo, self.block = -1, np.zeros((0, 0, 3), np.float32)
 
     def __getitem__(self, i: int) -> np.ndarray:
