@@ -56,7 +56,6 @@ class Profile:
     mesh_epochs: int
     encoder_min: float  # budgets (minutes of the stage, validation included)
     mesh_min: float
-    num_workers: int  # data-loader processes per trainer
     probe_steps: int  # steps of the timing probe
     encoder_lr: float
     mesh_lr_backbone: float
@@ -69,19 +68,19 @@ class Profile:
 PROFILES: dict[str, Profile] = {
     # 2 CPU cores: about 2 hours in all (data 3 min, encoder 60, mesh 50, evaluations a few).
     "cpu": Profile({"train": 1200, "validation": 16, "test": 60, "test_heldout": 40}, encoder_batch=32, mesh_batch=16,
-                   encoder_epochs=12, mesh_epochs=12, encoder_min=60, mesh_min=50, num_workers=0, probe_steps=8,
+                   encoder_epochs=12, mesh_epochs=12, encoder_min=60, mesh_min=50, probe_steps=8,
                    encoder_lr=1e-3, mesh_lr_backbone=3e-4, mesh_lr_head=1e-3, val_every=40),
     # One GPU: epoch lengths fitted to the minutes by a timed probe. "gpu" is about 9 minutes in all on an H200
     # (data 1 min, encoder 3.2, mesh 3.2, probes and evaluations); "gpu-long" the same recipe for about 30 minutes.
     "gpu": Profile({"train": 1500, "validation": 20, "test": 60, "test_heldout": 40}, encoder_batch=128,
-                   mesh_batch=64, encoder_epochs=8, mesh_epochs=8, encoder_min=3.2, mesh_min=3.2, num_workers=0,
+                   mesh_batch=64, encoder_epochs=8, mesh_epochs=8, encoder_min=3.2, mesh_min=3.2,
                    probe_steps=40, encoder_lr=1e-3, mesh_lr_backbone=3e-4, mesh_lr_head=1e-3, val_every=40),
     "gpu-long": Profile({"train": 3000, "validation": 20, "test": 60, "test_heldout": 40}, encoder_batch=128,
-                        mesh_batch=64, encoder_epochs=20, mesh_epochs=20, encoder_min=12, mesh_min=14, num_workers=0,
+                        mesh_batch=64, encoder_epochs=20, mesh_epochs=20, encoder_min=12, mesh_min=14,
                         probe_steps=40, encoder_lr=1e-3, mesh_lr_backbone=3e-4, mesh_lr_head=1e-3, val_every=40),
     # A minute-long check of the whole chain (tests, CI smoke runs): models of no use.
     "smoke": Profile({"train": 6, "validation": 2, "test": 2, "test_heldout": 2}, encoder_batch=4, mesh_batch=4,
-                     encoder_epochs=2, mesh_epochs=2, encoder_min=0.3, mesh_min=0.3, num_workers=0, probe_steps=2,
+                     encoder_epochs=2, mesh_epochs=2, encoder_min=0.3, mesh_min=0.3, probe_steps=2,
                      encoder_lr=1e-3, mesh_lr_backbone=3e-4, mesh_lr_head=1e-3, val_every=3,
                      encoder_steps=None, mesh_steps=None),
 }
@@ -230,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     train_stage("encoder", "motion.pretrain",
                 ["--config", ENCODER_CONFIGS[args.arch], "--out-dir", str(out), f"seed={args.seed}",
                  f"data.path={lifting}", f"data.val_every={prof.val_every}", f"optim.batch_size={prof.encoder_batch}",
-                 f"optim.lr={prof.encoder_lr}", f"num_workers={prof.num_workers}"],
+                 f"optim.lr={prof.encoder_lr}"],
                 args.encoder_min if args.encoder_min is not None else prof.encoder_min, prof.encoder_epochs,
                 args.encoder_steps or prof.encoder_steps, "optim.lr_decay", [])
 
@@ -239,8 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     train_stage("mesh", "mesh.finetune",
                 ["--backbone", str(encoder / "best.pt"), "--config", MESH_CONFIG, "--out-dir", str(out),
                  f"seed={args.seed}", f"data.synthetic_dir={data}", f"optim.batch_size={prof.mesh_batch}",
-                 f"optim.lr_backbone={prof.mesh_lr_backbone}", f"optim.lr_head={prof.mesh_lr_head}",
-                 f"num_workers={prof.num_workers}"],
+                 f"optim.lr_backbone={prof.mesh_lr_backbone}", f"optim.lr_head={prof.mesh_lr_head}"],
                 args.mesh_min if args.mesh_min is not None else prof.mesh_min, prof.mesh_epochs,
                 args.mesh_steps or prof.mesh_steps, "optim.lr_decay", ["data.test=null"])
 

@@ -324,7 +324,7 @@ def overlay_frames(results: Sequence[MeshResult], K: np.ndarray, width: int, hei
     # Cameras of the extra views follow the joints (always in memory, unlike long vertex sequences); the margin
     # covers the surface beyond the joints.
     tracks = []
-    for r in results:
+    for r in results if views else ():
         joints = np.full((last - first + 1, *np.asarray(r.joints).shape[1:]), np.nan, np.float32)
         joints[np.asarray(r.frame_index) - first] = r.joints
         tracks.append(joints)
