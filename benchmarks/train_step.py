@@ -2,14 +2,17 @@
 
 Run: ``.venv/bin/python benchmarks/train_step.py [--variant B] [--depth N] [--head-hidden 1024] [--batch 32]
 [--frames 16] [--steps 3] [--warmup 2] [--threads 2] [--vertices 1024] [--no-compare-full] [--malloc tuned]
-[--recompute N]``
+[--recompute N] [--recompute-mlp] [--micro-batches K]``
 
 One step is what ``mesh.finetune`` does per batch: ground truth posed by the body model (one shape per clip), the
 network's forward (encoder, head, body model), the default loss, backward and AdamW. Training poses a fresh random
 subset of ``--vertices`` vertices per step (the joints stay exact; 0 = the full mesh), as
 ``LossWeights.train_vertices`` does; ``--compare-full`` (default) runs the same steps on the full mesh too.
 ``--recompute N`` stores only the input of the first N encoder blocks and recomputes their activations in backward
-(``SSRSTF.recompute_blocks``: memory for time); ``--malloc tuned`` applies :func:`tune_malloc`.
+(``SSRSTF.recompute_blocks``: memory for time); ``--recompute-mlp`` keeps only each MLP branch's input and
+recomputes LayerNorm, fc1 and GELU in backward (``set_recompute_mlp``); ``--micro-batches K`` computes the loss and
+backward of K pieces of the batch one after the other before the optimiser step (``loop.micro_batches``: the same
+gradient, about 1/K of the activation memory); ``--malloc tuned`` applies :func:`tune_malloc`.
 
 Printed per configuration: median step time with min/max over ``--steps`` timed steps after ``--warmup`` steps;
 user/system CPU time and minor page faults of the timed steps (``getrusage``); peak resident memory (``ru_maxrss``,
@@ -37,7 +40,8 @@ from body_models.rotations import axis_angle_to_rotmat, rot6d_to_rotmat
 from mesh.network.head import HeadConfig
 from mesh.network.losses import LossWeights, loss_preset, mesh_loss, train_vertex_ids
 from mesh.network.model import MeshRecovery, pose_body
-from motion.encoders import build_encoder, count_parameters
+from motion.encoders import build_encoder, count_parameters, set_recompute_blocks, set_recompute_mlp
+from motion.training import micro_slices
 
 
 @dataclass
@@ -77,16 +81,22 @@ def peak_rss_gb() -> float:
 
 
 def train_step(model: MeshRecovery, opt: torch.optim.Optimizer, batch: Batch, weights: LossWeights,
-               gen: torch.Generator) -> float:
-    """One optimisation step as ``MeshTask.loss`` + the training loop run it; returns the loss."""
+               gen: torch.Generator, micro_batches: int = 1) -> float:
+    """One optimisation step as ``MeshTask.loss_parts`` + the training loop run it (``loop.micro_batches`` pieces of
+    the batch, each backpropagated before the next is computed); returns the loss."""
     ids = train_vertex_ids(weights, model.body.num_vertices, gen)
-    with torch.no_grad():
-        gt = pose_body(model.body, batch.rotmats, batch.betas, vertex_ids=ids)
-    loss, _ = mesh_loss(model(batch.x, vertex_ids=ids), gt, weights, model.body.faces)
     opt.zero_grad(set_to_none=True)
-    loss.backward()
+    total = 0.0
+    parts = micro_slices(len(batch.x), micro_batches)
+    for part in parts:
+        share = (part.stop - part.start) / len(batch.x)
+        with torch.no_grad():
+            gt = pose_body(model.body, batch.rotmats[part], batch.betas[part], vertex_ids=ids)
+        loss, _ = mesh_loss(model(batch.x[part], vertex_ids=ids), gt, weights, model.body.faces)
+        (loss if len(parts) == 1 else loss * share).backward()
+        total += share * float(loss.detach())
     opt.step()
-    return float(loss.detach())
+    return total
 
 
 def instrumented_step(model: MeshRecovery, opt: torch.optim.Optimizer, batch: Batch, weights: LossWeights,
@@ -151,22 +161,30 @@ def matmul_peak_gflops(n: int = 2048, reps: int = 10) -> float:
     return 2 * n**3 / best / 1e9
 
 
+def one_piece(batch: Batch, micro_batches: int) -> Batch:
+    """The first of ``micro_batches`` pieces of ``batch`` (the whole batch for 1)."""
+    part = micro_slices(len(batch.x), micro_batches)[0]
+    return Batch(batch.x[part], batch.rotmats[part], batch.betas[part])
+
+
 def run_steps(model: MeshRecovery, opt: torch.optim.Optimizer, batch: Batch, weights: LossWeights,
               args: argparse.Namespace, label: str) -> tuple[float, dict[str, float]]:
     """Warm-up, timed steps and two instrumented steps; prints the figures; returns the median step and the split."""
     gen = torch.Generator().manual_seed(0)
     for _ in range(args.warmup):  # the first steps grow the allocator's heap (page faults)
-        train_step(model, opt, batch, weights, gen)
+        train_step(model, opt, batch, weights, gen, args.micro_batches)
     before = resource.getrusage(resource.RUSAGE_SELF)
     times = []
     for _ in range(args.steps):
         start = time.perf_counter()
-        train_step(model, opt, batch, weights, gen)
+        train_step(model, opt, batch, weights, gen, args.micro_batches)
         times.append(time.perf_counter() - start)
     after = resource.getrusage(resource.RUSAGE_SELF)
     rss = peak_rss_gb()
     # per stage, the faster of two instrumented steps: one step is easily disturbed by other work on the machine
-    runs = [instrumented_step(model, opt, batch, weights, gen) for _ in range(2)]
+    # (with micro-batches: on one piece, so the instrumented step holds no more memory than the timed ones)
+    one = one_piece(batch, args.micro_batches)
+    runs = [instrumented_step(model, opt, one, weights, gen) for _ in range(2)]
     split = {name: min(run[name] for run in runs) for name in runs[0]}
     median = statistics.median(times)
     frames = batch.x.shape[0] * batch.x.shape[1]
@@ -179,7 +197,8 @@ def run_steps(model: MeshRecovery, opt: torch.optim.Optimizer, batch: Batch, wei
           f"{(after.ru_minflt - before.ru_minflt) / n:.0f} per step")
     print(f"  peak resident memory {rss:.2f} GB")
     total = sum(split.values())
-    print(f"  split (per stage the faster of two instrumented steps; sum {total:.2f} s):")
+    of = f"; one of {args.micro_batches} pieces of the batch" if args.micro_batches > 1 else ""
+    print(f"  split (per stage the faster of two instrumented steps{of}; sum {total:.2f} s):")
     for name, value in split.items():
         print(f"    {name:32s} {value:7.3f} s  {100 * value / total:5.1f} %")
     mesh = split["body model forward (pred + gt)"] + split["losses forward"] + split["backward: losses + body model"]
@@ -204,6 +223,10 @@ def main() -> None:
                         help="glibc malloc settings: 'tuned' = tune_malloc (default: glibc's, as mesh.finetune)")
     parser.add_argument("--recompute", type=int, default=0,
                         help="encoder blocks recomputed in backward instead of stored (memory for time)")
+    parser.add_argument("--micro-batches", type=int, default=1,
+                        help="pieces of the batch per step, each backpropagated before the next (loop.micro_batches)")
+    parser.add_argument("--recompute-mlp", action="store_true",
+                        help="recompute every MLP branch's hidden activations in backward (memory for time)")
     args = parser.parse_args()
     malloc = "tuned" if args.malloc == "tuned" and tune_malloc() else "glibc defaults"
     torch.set_num_threads(args.threads)
@@ -212,7 +235,8 @@ def main() -> None:
     encoder_cfg = {"variant": args.variant} | ({"depth": args.depth} if args.depth else {})
     model = MeshRecovery(build_encoder("ssrstf", encoder_cfg), body, load_mean_params(),
                          HeadConfig(hidden_dim=args.head_hidden))
-    model.backbone.recompute_blocks = args.recompute
+    set_recompute_blocks(model.backbone, args.recompute)
+    set_recompute_mlp(model.backbone, args.recompute_mlp)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     b, t = args.batch, args.frames
     batch = Batch(torch.randn(b, t, 17, 3), axis_angle_to_rotmat(torch.randn(b, t, 24, 3) * 0.2), torch.randn(b, 10))
@@ -221,16 +245,17 @@ def main() -> None:
     print(f"SSR-STF-{cfg.variant} (depth {cfg.depth}, width {cfg.dim}) + head {args.head_hidden}: "
           f"{count_parameters(model) / 1e6:.2f}M parameters; body model {body.num_vertices} vertices; batch {b} x {t} "
           f"frames; {args.threads} threads; malloc: {malloc}; {args.recompute} encoder blocks recomputed in backward; "
+          f"MLP branches recomputed: {'yes' if args.recompute_mlp else 'no'}; {args.micro_batches} micro-batches; "
           f"resident before the steps {peak_rss_gb():.2f} GB")
     ids = train_vertex_ids(weights, body.num_vertices)
     extra = f" + {len(body.h36m_support)} (H36M regressor support, pose blend shapes)" if body.has_posedirs else ""
     label = "full mesh" if ids is None else f"vertex subset: {len(ids)}{extra} vertices posed"
     step, split = run_steps(model, opt, batch, weights, args, label)
-    flops = encoder_train_flops(model, batch.x)
     if args.compare_full and ids is not None:
         full, _ = run_steps(model, opt, batch, replace(weights, train_vertices=0), args,
                             f"full mesh ({body.num_vertices} vertices), same steps")
         print(f"step time, subset / full mesh: {step / full:.2f} ({full - step:+.2f} s per step)")
+    flops = encoder_train_flops(model, one_piece(batch, args.micro_batches).x)  # after the runs: it holds a piece
     enc_time = split["encoder forward"] + split["backward: encoder"]
     peak = matmul_peak_gflops()
     achieved = flops / enc_time / 1e9

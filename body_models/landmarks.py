@@ -28,7 +28,9 @@ big / small toes, heels     the foot's most forward vertex 2 cm medial / 3 cm la
 ==========================  =================================================================================
 
 The numbers are the project's choice (documented in ``docs/detector_synthesis.md``); what matters is that the
-landmarks differ from the H36M-17 joint centres in the same way as real detections do.
+landmarks differ from the H36M-17 joint centres in the same way as real detections do. Detectors disagree among
+themselves on the shoulders, hips and ankles, so the synthetic generator moves those per sequence
+(``motion.detector_sim.annotation_convention``).
 """
 
 from __future__ import annotations

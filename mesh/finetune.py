@@ -26,6 +26,7 @@ import json
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
@@ -46,16 +47,18 @@ from motion.checkpoint import CheckpointError, load_backbone
 from motion.config import ConfigError, load_config, to_dict
 from motion.data.clips import ClipBatches, batch_lists
 from motion.data.transforms import flip_h36m, normalisation_of, normalisation_record
-from motion.encoders import build_encoder, count_parameters, set_recompute_blocks
+from motion.encoders import build_encoder, count_parameters, set_recompute_blocks, set_recompute_mlp
 from motion.training import (
     AmpMode,
     DistEnv,
     LoopConfig,
+    LossPart,
     Task,
     amp_dtype,
     batch_uniform,
     epoch_order,
     fit,
+    micro_slices,
     start_run,
 )
 
@@ -94,6 +97,7 @@ class ModelSection:
     smpl: str | None = None  # body model file/folder; null = $SMPL_MODEL_DIR, else the embedded default
     mean_params: str | None = None  # smpl_mean_params.npz; null = next to the SMPL file, else the fallback
     recompute_blocks: int = 0  # training memory for time: these first encoder blocks recompute activations in backward
+    recompute_mlp: bool = False  # training memory for time: every MLP branch recomputes its hidden layer
 
 
 @dataclass
@@ -180,6 +184,7 @@ class MeshTask(Task):
             self.model = MeshRecovery(encoder, self.body, self.mean, cfg.head).to(env.device)
         try:
             set_recompute_blocks(self.model.backbone, cfg.model.recompute_blocks)
+            set_recompute_mlp(self.model.backbone, cfg.model.recompute_mlp)
         except ValueError as err:
             raise ConfigError(f"model.{err}") from None
         try:
@@ -245,23 +250,34 @@ class MeshTask(Task):
 
     def loss(self, net: nn.Module, batch: dict[str, torch.Tensor], gen: torch.Generator
              ) -> tuple[torch.Tensor, dict[str, float]]:
+        ((_, compute),) = self.loss_parts(net, batch, gen, 1)
+        return compute()
+
+    def loss_parts(self, net: nn.Module, batch: dict[str, torch.Tensor], gen: torch.Generator, parts: int
+                   ) -> list[LossPart]:
         x, pose, shape = batch["input"], batch["pose"], batch["shape"]
         if self.cfg.data.flip:
             mask = batch_uniform(gen, len(x), self.env.rank, self.env.world) < 0.5
             x = torch.where(mask[:, None, None, None], flip_h36m(x), x)
             pose = torch.where(mask[:, None, None], flip_smpl_pose(pose), pose)
         dev = self.env.device
-        # Ground truth from the same body model, batched on the device. A clip whose shape is constant (3DPW, the
-        # synthetic data) is blended once and skinned as one block: ~3x faster than per-frame betas.
-        betas = shape[:, 0] if bool((shape == shape[:, :1]).all()) else shape
-        # A fresh vertex subset per step from the step's generator (exact resume), the same for pred and gt; the
-        # joints stay exact. None = full mesh (train_vertices 0, or edge/normal terms on).
+        # A fresh vertex subset per step from the step's generator (exact resume), the same for pred and gt and for
+        # every piece of the batch; the joints stay exact. None = full mesh (train_vertices 0, or edge/normal terms).
         ids = train_vertex_ids(self.weights, self.body.num_vertices, gen)
         ids = None if ids is None else ids.to(dev)
-        with torch.no_grad():
-            gt = pose_body(self.body, pose_to_rotmats(pose.to(dev)), betas.to(dev), vertex_ids=ids)
-        pred = net(x.to(dev), vertex_ids=ids)
-        return mesh_loss(pred, gt, self.weights, self.body.faces)
+
+        def compute(part: slice) -> tuple[torch.Tensor, dict[str, float]]:
+            # Ground truth from the same body model, batched on the device. A clip whose shape is constant (3DPW,
+            # the synthetic data) is blended once and skinned as one block: ~3x faster than per-frame betas.
+            clip_shape = shape[part]
+            betas = clip_shape[:, 0] if bool((clip_shape == clip_shape[:, :1]).all()) else clip_shape
+            with torch.no_grad():
+                gt = pose_body(self.body, pose_to_rotmats(pose[part].to(dev)), betas.to(dev), vertex_ids=ids)
+            pred = net(x[part].to(dev), vertex_ids=ids)
+            return mesh_loss(pred, gt, self.weights, self.body.faces)  # means over clips: pieces add up exactly
+
+        n = len(x)
+        return [((p.stop - p.start) / n, partial(compute, p)) for p in micro_slices(n, parts)]
 
     def evaluate(self, split: MeshSplit) -> dict[str, Any]:
         ev = evaluate_mesh(self.model, split, self.protocol, {"neutral": self.body},

@@ -16,6 +16,11 @@ Error model (every rate and scale is per sequence, so sequences range from a cle
 - **left/right swaps** in bursts (legs most often, arms, or the whole body), **missed joints** (bursts of very low
   confidence at a wrong position), rare **outliers** (a keypoint jumps elsewhere on the body for a frame);
 - **truncation**: keypoints outside the image are pulled to the border with a confidence near zero.
+
+Before any of that, :func:`annotation_convention` moves the shoulder, hip and ankle landmarks on the body by a
+per-sequence offset (:data:`CONVENTION_RANGES_M`): detectors and their training annotations disagree by several
+centimetres on where these points are (real COCO detections put the hips lower and the shoulders narrower, relative
+to the torso, than the rest-pose landmarks do), and a network trained on one convention misreads another.
 """
 
 from __future__ import annotations
@@ -54,6 +59,49 @@ SWAP_GROUPS = {  # keypoints that swap together in a left/right confusion
 CAPSULES = ((0, 9, 0.12), (9, 12, 0.09), (15, 15, 0.095), (1, 2, 0.09), (16, 17, 0.06), (16, 18, 0.05),
             (17, 19, 0.05), (18, 20, 0.04), (19, 21, 0.04), (1, 4, 0.075), (2, 5, 0.075), (4, 7, 0.05), (5, 8, 0.05))
 OCCLUSION_DEPTH = 0.05  # m: a keypoint is hidden when its line of sight meets the body this far in front of it
+
+
+# Per-sequence annotation-convention offsets, metres, drawn uniformly (same for both sides, plus 5 mm per side):
+# along the torso axis (pelvis -> neck; up > 0 / down > 0), outward along the shoulder or hip line, and up the shin
+# (ankle -> knee). The ranges cover the rest-pose landmarks (offset 0) and are centred on what real AlphaPose COCO-17
+# detections show on upright, front-facing people (medians over about 8 people in public files: shoulder width 0.55-0.59
+# and hip width 0.38-0.41 of the shoulder-to-hip length, that length 0.69-0.71 of the hip-to-ankle length, thigh
+# 1.08 x the shin; the rest landmarks give 0.76, 0.48, 0.57 and 0.95).
+CONVENTION_RANGES_M = {"shoulder_up": (0.0, 0.05), "shoulder_out": (-0.06, 0.0), "hip_down": (-0.02, 0.08),
+                       "hip_out": (-0.035, 0.01), "ankle_up": (0.0, 0.06)}
+_SIDE_SPREAD_M = 0.005
+_H = {name: i for i, name in enumerate(HALPE26.joint_names)}
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    return v / np.maximum(np.linalg.norm(v, axis=-1, keepdims=True), 1e-9)
+
+
+def annotation_convention(rng: np.random.Generator, landmarks: np.ndarray, smpl_joints: np.ndarray
+                          ) -> tuple[np.ndarray, dict[str, float]]:
+    """Move the shoulder, hip and ankle landmarks by one sequence's annotation convention.
+
+    Args:
+        landmarks: (T, 26, 3) posed Halpe-26 landmarks (any frame in which ``smpl_joints`` are given).
+        smpl_joints: (T, 24, 3) the posed SMPL joints in the same frame (they give the body's axes per frame, so the
+            offsets follow the body: "down" is down the torso whether the person stands or lies).
+
+    Returns:
+        the moved landmarks (a copy; Halpe's mid-hip follows the two hips) and the drawn offsets (metres).
+    """
+    draw = {k: float(rng.uniform(*r)) for k, r in CONVENTION_RANGES_M.items()}
+    J = smpl_joints
+    up = _unit(J[:, 12] - J[:, 0])
+    out = landmarks.copy()
+    for sign, (sho, hip, ank), (j_knee, j_ank) in ((1.0, (5, 11, 15), (4, 7)), (-1.0, (6, 12, 16), (5, 8))):
+        jitter = rng.normal(0.0, _SIDE_SPREAD_M, size=5)
+        shoulder_line = sign * _unit(J[:, 16] - J[:, 17])
+        hip_line = sign * _unit(J[:, 1] - J[:, 2])
+        out[:, sho] += (draw["shoulder_up"] + jitter[0]) * up + (draw["shoulder_out"] + jitter[1]) * shoulder_line
+        out[:, hip] += -(draw["hip_down"] + jitter[2]) * up + (draw["hip_out"] + jitter[3]) * hip_line
+        out[:, ank] += (draw["ankle_up"] + jitter[4]) * _unit(J[:, j_knee] - J[:, j_ank])
+    out[:, _H["hip"]] = 0.5 * (out[:, _H["left_hip"]] + out[:, _H["right_hip"]])
+    return out, draw
 
 
 def _segment_distance(p0: np.ndarray, p1: np.ndarray, q0: np.ndarray, q1: np.ndarray

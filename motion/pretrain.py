@@ -21,6 +21,7 @@ import json
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
@@ -34,18 +35,20 @@ from motion.config import ConfigError, load_config, to_dict
 from motion.data.clips import ClipBatches, batch_lists
 from motion.data.lifting import LiftingClips, LiftingDataError, LiftingSplit, read_lifting_split
 from motion.data.transforms import flip_h36m, normalisation_record
-from motion.encoders import build_encoder, count_parameters, set_recompute_blocks
+from motion.encoders import build_encoder, count_parameters, set_recompute_blocks, set_recompute_mlp
 from motion.lifting_eval import evaluate_lifting
 from motion.metrics import mpjpe, n_mpjpe, velocity_error
 from motion.training import (
     AmpMode,
     DistEnv,
     LoopConfig,
+    LossPart,
     Task,
     amp_dtype,
     batch_uniform,
     epoch_order,
     fit,
+    micro_slices,
     start_run,
 )
 
@@ -55,6 +58,7 @@ class ModelSection:
     arch: str = "ssrstf"
     encoder: dict[str, Any] = field(default_factory=lambda: {"variant": "XS"})
     recompute_blocks: int = 0  # training memory for time: these first blocks recompute activations in backward
+    recompute_mlp: bool = False  # training memory for time: every MLP branch recomputes its hidden layer
 
 
 @dataclass
@@ -148,6 +152,7 @@ class LiftingTask(Task):
         self.model = build_encoder(cfg.model.arch, cfg.model.encoder).to(env.device)
         try:
             set_recompute_blocks(self.model, cfg.model.recompute_blocks)
+            set_recompute_mlp(self.model, cfg.model.recompute_mlp)
         except ValueError as err:
             raise ConfigError(f"model.{err}") from None
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.optim.lr,
@@ -166,12 +171,22 @@ class LiftingTask(Task):
 
     def loss(self, net: nn.Module, batch: dict[str, torch.Tensor], gen: torch.Generator
              ) -> tuple[torch.Tensor, dict[str, float]]:
+        ((_, compute),) = self.loss_parts(net, batch, gen, 1)
+        return compute()
+
+    def loss_parts(self, net: nn.Module, batch: dict[str, torch.Tensor], gen: torch.Generator, parts: int
+                   ) -> list[LossPart]:
         x, y = batch["input"], batch["target"]
         if self.cfg.data.flip:
             mask = (batch_uniform(gen, len(x), self.env.rank, self.env.world) < 0.5)[:, None, None, None]
             x, y = torch.where(mask, flip_h36m(x), x), torch.where(mask, flip_h36m(y), y)
-        pred = net(x.to(self.env.device))
-        return lifting_loss(pred.float(), y.to(self.env.device), self.cfg.loss)
+
+        def compute(part: slice) -> tuple[torch.Tensor, dict[str, float]]:
+            pred = net(x[part].to(self.env.device))
+            return lifting_loss(pred.float(), y[part].to(self.env.device), self.cfg.loss)  # means over clips
+
+        n = len(x)
+        return [((p.stop - p.start) / n, partial(compute, p)) for p in micro_slices(n, parts)]
 
     def evaluate(self, dataset: LiftingClips) -> dict[str, Any]:
         return evaluate_lifting(self.model, dataset, self.env.device, flip_test=self.cfg.data.test_flip,

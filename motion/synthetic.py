@@ -42,10 +42,11 @@ from body_models import BodyModel, BodyModelData, load_body_model, safe_load_pic
 from body_models.joint_sets import convert_keypoints
 from body_models.landmarks import Landmarks, detector_landmarks
 from body_models.rotations import axis_angle_to_rotmat, rotmat_to_axis_angle
-from motion.detector_sim import DetectorOutput, simulate_detector
+from motion.detector_sim import DetectorOutput, annotation_convention, simulate_detector
 from motion.synthetic_poses import FPS, HELD_OUT_FAMILY, PRIMITIVES, plan_trajectory, primitives_for, smooth_noise
 
-GENERATOR_VERSION = "2"  # 2: detector-faithful 2D (surface landmarks, COCO/Halpe, converted), broad motion
+GENERATOR_VERSION = "3"  # 2: detector-faithful 2D (surface landmarks, COCO/Halpe, converted), broad motion;
+# 3: per-sequence annotation conventions (shoulder, hip, ankle landmarks moved; motion and cameras as in 2)
 MESH_FILE = "mesh_synthetic.pkl"
 LIFTING_FILE = "h36m_synthetic.pkl"
 CHUNK_FRAMES = 128  # frames per body-model call: caps the (T, V, 4, 4) skinning tensor at a few 100 MB
@@ -306,7 +307,10 @@ def generate_sequence(rng: np.random.Generator, body: BodyModel, name: str, n_fr
     t_world = np.stack([traj.root_xz[:, 0], lift, traj.root_xz[:, 1]], axis=1)  # (T, 3), added after posing
     joints_world = joints_h36m + t_world[:, None]
     standing_pelvis = float(np.percentile(joints_h36m[:, 0, 1] - min_y, 90))  # pelvis height when upright
-    landmarks_body = np.concatenate(marks)
+    # The detector's annotation convention, from a child stream: the motion, camera and detector-noise draws of a
+    # seed stay those of generator version 2, only the landmarks move.
+    smpl_body = torch.cat(smpl).double().numpy()
+    landmarks_body, _ = annotation_convention(rng.spawn(1)[0], np.concatenate(marks), smpl_body)
     for attempt in range(8):  # a limb that comes too close to the camera: film again from further away
         K, ext, wh, _mode = sample_camera(rng, joints_world[:, 0], float(traj.heading[0]),
                                           max(standing_pelvis, 0.5), n_frames, DISTANCE_M[0] + attempt)
@@ -326,7 +330,7 @@ def generate_sequence(rng: np.random.Generator, body: BodyModel, name: str, n_fr
     trans = np.einsum("tij,tj->ti", R_wc, t_world + j0) + t_wc - j0
     pose = rotmat_to_axis_angle(torch.from_numpy(rot_cam)).numpy().reshape(n_frames, 72)
     fmt = DETECTOR_FORMATS[int(rng.integers(len(DETECTOR_FORMATS)))]
-    det = simulate_detector(rng, project(landmarks_cam, K), landmarks_cam, to_cam(torch.cat(smpl).double().numpy()),
+    det = simulate_detector(rng, project(landmarks_cam, K), landmarks_cam, to_cam(smpl_body),
                             wh, fmt)
     h36m = convert_keypoints(det.keypoints, fmt, "h36m17")
     return SyntheticSequence(

@@ -1,11 +1,12 @@
 """The one training loop, shared by ``motion.pretrain`` and ``mesh.finetune``.
 
 A trainer supplies a :class:`Task` (model, optimiser, batches, loss, validation, checkpoint writing); :func:`fit` runs
-epochs with AMP, gradient clipping, per-epoch lr decay, validation-based model selection, CSV + TensorBoard logs, a
-progress bar, and checkpoints that resume **exactly**: ``last.pt`` is written atomically at the end of every epoch
-and every ``checkpoint_every`` steps, and holds the optimiser, scheduler, grad-scaler and RNG states plus the position
-in the epoch. Batch order and augmentation draws are pure functions of (seed, epoch, step), so a run killed
-mid-epoch and resumed finishes with the same weights and metrics as an uninterrupted one.
+epochs with AMP, gradient clipping, micro-batches (gradient accumulation within a step), per-epoch lr decay,
+validation-based model selection, CSV + TensorBoard logs, a progress bar, and checkpoints that resume **exactly**:
+``last.pt`` is written atomically at the end of every epoch and every ``checkpoint_every`` steps, and holds the
+optimiser, scheduler, grad-scaler and RNG states plus the position in the epoch. Batch order and augmentation draws
+are pure functions of (seed, epoch, step), so a run killed mid-epoch and resumed finishes with the same weights and
+metrics as an uninterrupted one.
 
 Distributed: launched with ``torchrun``, :class:`DistEnv` initialises the process group (NCCL on GPUs, gloo on CPU);
 each rank takes its share of every epoch's order, DDP averages gradients, rank 0 validates, logs and writes files.
@@ -19,8 +20,10 @@ import os
 import sys
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import nullcontext
 from dataclasses import dataclass
+from itertools import pairwise
 from pathlib import Path
 from typing import Any, Literal
 
@@ -48,6 +51,10 @@ class LoopConfig:
     # this process's training have passed, and stop. The schedule is cut short: runs meant to be reproduced size
     # their epochs instead (scripts/train_open_models.py). null = no limit.
     time_limit_min: float | None = None
+    # Memory: compute each step's loss and backward in this many pieces of the batch, one after the other, and take
+    # one optimiser step on their summed gradient. Same gradient as the whole batch (random draws are made once per
+    # step), about 1/N of the activation memory, about the same time.
+    micro_batches: int = 1
 
 
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
@@ -114,6 +121,15 @@ def batch_uniform(gen: torch.Generator, n: int, rank: int = 0, world: int = 1) -
     return torch.rand(n * world, generator=gen)[rank::world]
 
 
+LossPart = tuple[float, Callable[[], tuple[torch.Tensor, dict[str, float]]]]
+
+
+def micro_slices(n: int, parts: int) -> list[slice]:
+    """``parts`` contiguous slices covering ``range(n)``, sizes differing by at most one (fewer if ``n < parts``)."""
+    bounds = [round(i * n / parts) for i in range(parts + 1)]
+    return [slice(a, b) for a, b in pairwise(bounds) if b > a]
+
+
 class Task(ABC):
     """What a trainer supplies to :func:`fit`."""
 
@@ -133,6 +149,15 @@ class Task(ABC):
     @abstractmethod
     def loss(self, net: nn.Module, batch: Any, gen: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
         """Training loss of one batch (``net`` may be the DDP wrapper); ``gen`` drives augmentation."""
+
+    def loss_parts(self, net: nn.Module, batch: Any, gen: torch.Generator, parts: int) -> list[LossPart]:
+        """The step's loss in pieces of the batch: ``(share, compute)`` pairs whose share-weighted losses sum to
+        :meth:`loss` of the whole batch. :func:`fit` computes and backpropagates one piece at a time
+        (``loop.micro_batches``), so only one piece's activations are alive. Random draws (augmentation, vertex
+        subsets) must be made here, once for the whole batch. The default cannot split."""
+        if parts != 1:
+            raise ConfigError(f"loop.micro_batches: {type(self).__name__} cannot split its batches (use 1)")
+        return [(1.0, lambda: self.loss(net, batch, gen))]
 
     @abstractmethod
     def validate(self) -> dict[str, float]:
@@ -214,6 +239,8 @@ def fit(task: Task, loop: LoopConfig, env: DistEnv, out: Path, amp: AmpMode, see
 
     Files (rank 0): ``last.pt`` (resumable), ``best.pt`` (best ``task.selection_key``), ``log.csv``, ``tb/``.
     """
+    if loop.micro_batches < 1:
+        raise ConfigError(f"loop.micro_batches must be >= 1, got {loop.micro_batches}")
     dtype = amp_dtype(amp)
     device_type = next(task.model.parameters()).device.type
     scaler = torch.amp.GradScaler(device_type, enabled=amp == "fp16" and device_type == "cuda")
@@ -252,18 +279,27 @@ def fit(task: Task, loop: LoopConfig, env: DistEnv, out: Path, amp: AmpMode, see
             if loop.time_limit_min is not None and _any_rank(env, time.time() - run_start > 60 * loop.time_limit_min):
                 out_of_time = True
                 break
-            with torch.autocast(device_type, dtype=dtype, enabled=dtype is not None):
-                loss, terms = task.loss(net, batch, step_generator(seed, epoch, step))
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"training loss is {loss.item()} at epoch {epoch + 1}, step {step}")
+            parts = task.loss_parts(net, batch, step_generator(seed, epoch, step), loop.micro_batches)
             task.optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
+            step_loss, terms = 0.0, {}
+            for i, (share, compute) in enumerate(parts):
+                with torch.autocast(device_type, dtype=dtype, enabled=dtype is not None):
+                    loss, part_terms = compute()
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(f"training loss is {loss.item()} at epoch {epoch + 1}, step {step}")
+                # DDP all-reduces the gradients once, after the last piece.
+                last = i == len(parts) - 1
+                with nullcontext() if env.world == 1 or last else net.no_sync():
+                    scaler.scale(loss if len(parts) == 1 else loss * share).backward()
+                step_loss += share * float(loss.detach())
+                for key, value in part_terms.items():
+                    terms[key] = terms.get(key, 0.0) + share * value
             if loop.grad_clip:
                 scaler.unscale_(task.optimizer)
                 torch.nn.utils.clip_grad_norm_(task.model.parameters(), loop.grad_clip)
             scaler.step(task.optimizer)
             scaler.update()
-            for key, value in {"loss": float(loss.detach()), **terms}.items():
+            for key, value in {"loss": step_loss, **terms}.items():
                 pos["sums"][key] = pos["sums"].get(key, 0.0) + value
             pos["step"] = step + 1
             if pos["step"] == steady_from:  # the first steps carry warm-up (loader start, allocator, kernels)

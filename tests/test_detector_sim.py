@@ -16,7 +16,7 @@ from body_models.landmarks import detector_landmarks
 from mesh.infer import InferError, normalise_keypoints, resolve_norm
 from mesh.io.keypoints import read_keypoints, synthetic_to_json
 from motion.data.transforms import normalisation_of, normalisation_record, normalize_box, track_box
-from motion.detector_sim import self_occlusion, simulate_detector
+from motion.detector_sim import CONVENTION_RANGES_M, annotation_convention, self_occlusion, simulate_detector
 from motion.synthetic import generate_sequences, reduced_body
 
 J = {n: i for i, n in enumerate(SMPL24.joint_names)}
@@ -103,6 +103,35 @@ def test_simulated_detector_errors_have_detector_structure() -> None:
     assert c[e > np.quantile(e, 0.9)].mean() < c[e < np.quantile(e, 0.5)].mean() - 0.1  # more error, less confidence
     assert (conf[:, 3] < 0.16).all() and (kp[:, 3, 0] >= -10).all()  # truncated: at the border, no confidence
     assert 0 < np.median(err[:, inside]) < 0.05 * np.ptp(base[:, 1])
+
+
+def test_annotation_convention_moves_landmarks_along_the_body_axes(rest) -> None:
+    """Each sequence's convention moves shoulders up/out, hips down/out and ankles up the shin by the drawn
+    centimetres, in the body's own frame: rotating the body rotates the offsets; other landmarks stay put."""
+    marks, p, joints = rest
+    from body_models.rotations import axis_angle_to_rotmat
+
+    R = axis_angle_to_rotmat(torch.tensor([[0.3, 1.2, -0.4]], dtype=torch.float64))[0].numpy()
+    lm = np.stack([p, p @ R.T])  # the rest pose and the same body rotated
+    jt = np.stack([joints, joints @ R.T])
+    seen = []
+    for seed in range(40):
+        moved, draw = annotation_convention(np.random.default_rng(seed), lm, jt)
+        assert all(lo <= draw[k] <= hi for k, (lo, hi) in CONVENTION_RANGES_M.items())
+        d = moved[0] - p
+        untouched = [i for i, n in enumerate(marks.names) if not n.endswith(("shoulder", "hip", "ankle"))]
+        assert np.abs(d[untouched]).max() == 0.0
+        # Rest pose: y is up the torso and the shins, x is the subject's left.
+        for i, sign in ((5, 1), (6, -1)):
+            assert abs(d[i, 1] - draw["shoulder_up"]) < 0.02 and abs(sign * d[i, 0] - draw["shoulder_out"]) < 0.02
+        for i, sign in ((11, 1), (12, -1)):
+            assert abs(-d[i, 1] - draw["hip_down"]) < 0.02 and abs(sign * d[i, 0] - draw["hip_out"]) < 0.02
+        for i in (15, 16):
+            assert abs(d[i, 1] - draw["ankle_up"]) < 0.02
+        np.testing.assert_allclose(moved[0, 19], 0.5 * (moved[0, 11] + moved[0, 12]))  # Halpe mid-hip
+        np.testing.assert_allclose(moved[1] - lm[1], d @ R.T, atol=1e-9)  # the offsets turn with the body
+        seen.append(draw["hip_down"])
+    assert np.ptp(seen) > 0.06  # conventions differ between sequences
 
 
 def test_training_2d_goes_through_the_readers_conversion(body, tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ from motion.encoders.registry import (
     encoder_config_from_dict,
     macs_per_frame,
     set_recompute_blocks,
+    set_recompute_mlp,
 )
 from motion.encoders.ssrstf import (
     LSKA_KERNELS,
@@ -54,4 +55,5 @@ __all__ = [
     "lska_split",
     "macs_per_frame",
     "set_recompute_blocks",
+    "set_recompute_mlp",
 ]
