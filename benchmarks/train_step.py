@@ -41,7 +41,7 @@ from mesh.network.head import HeadConfig
 from mesh.network.losses import LossWeights, loss_preset, mesh_loss, train_vertex_ids
 from mesh.network.model import MeshRecovery, pose_body
 from motion.encoders import build_encoder, count_parameters, set_recompute_blocks, set_recompute_mlp
-from motion.training import micro_slices
+from motion.training import adamw, micro_slices
 
 
 @dataclass
@@ -237,7 +237,7 @@ def main() -> None:
                          HeadConfig(hidden_dim=args.head_hidden))
     set_recompute_blocks(model.backbone, args.recompute)
     set_recompute_mlp(model.backbone, args.recompute_mlp)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    opt = adamw(model.parameters(), lr=1e-4)  # as the trainers: the fused update
     b, t = args.batch, args.frames
     batch = Batch(torch.randn(b, t, 17, 3), axis_angle_to_rotmat(torch.randn(b, t, 24, 3) * 0.2), torch.randn(b, 10))
     weights = replace(loss_preset("default"), train_vertices=args.vertices)

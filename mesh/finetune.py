@@ -54,6 +54,7 @@ from motion.training import (
     LoopConfig,
     LossPart,
     Task,
+    adamw,
     amp_dtype,
     batch_uniform,
     epoch_order,
@@ -193,9 +194,9 @@ class MeshTask(Task):
             raise ConfigError(f"loss_preset / loss: {err} (weights: {sorted(vars(LossWeights()))})") from None
         self.protocol = get_protocol(cfg.eval.protocol, clip_len=cfg.data.clip_len)
         o = cfg.optim
-        self.optimizer = torch.optim.AdamW(
-            [{"params": self.model.backbone.parameters(), "lr": o.lr_backbone},
-             {"params": self.model.head.parameters(), "lr": o.lr_head}], weight_decay=o.weight_decay)
+        self.optimizer = adamw([{"params": list(self.model.backbone.parameters()), "lr": o.lr_backbone},
+                                {"params": list(self.model.head.parameters()), "lr": o.lr_head}],
+                               weight_decay=o.weight_decay)
 
         def backbone_factor(epoch: int) -> float:
             if epoch < o.freeze_backbone_epochs:

@@ -44,6 +44,7 @@ from motion.training import (
     LoopConfig,
     LossPart,
     Task,
+    adamw,
     amp_dtype,
     batch_uniform,
     epoch_order,
@@ -155,8 +156,7 @@ class LiftingTask(Task):
             set_recompute_mlp(self.model, cfg.model.recompute_mlp)
         except ValueError as err:
             raise ConfigError(f"model.{err}") from None
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.optim.lr,
-                                           weight_decay=cfg.optim.weight_decay)
+        self.optimizer = adamw(self.model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.ExponentialLR(self.optimizer, gamma=cfg.optim.lr_decay)
 
     def num_batches(self, epoch: int) -> int:

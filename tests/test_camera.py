@@ -95,14 +95,16 @@ def test_no_confident_frame_is_one_clear_error() -> None:
 def test_mesh_infer_places_the_shipped_model_in_the_true_camera(synthetic_data: dict[str, Path],
                                                                tmp_path: Path) -> None:
     """Synthetic test tracks exported as detector JSON and run through mesh.infer with the generator's focal length:
-    the predicted pelvis lands within 10 % of the distance of the true one, and the predicted joints reproject onto
-    the keypoints within 6 % of the person's 2D height. Observed with models/ssrstf_mesh.pt on three generator test
-    tracks: 2.9-5.4 % of the distance, 8-15 px."""
+    the predicted pelvis lands, in the median track, within 6 % of the distance of the true one (every track within
+    15 %: the distance follows the predicted body size, which 2D alone leaves ambiguous), and the predicted joints
+    reproject onto the keypoints within 6 % of the person's 2D height. Observed with models/ssrstf_mesh.pt on the
+    first 16 test tracks of generator version 3: median 3.5 %, mean 5.0 %, worst 13.4 % (3 of 16 above 10 %)."""
     from mesh.infer import InferOptions, run_inference
     from mesh.io.keypoints import synthetic_to_json
 
     data = pickle.loads(synthetic_data["mesh"].read_bytes())["test"]
-    for name in list(dict.fromkeys(data["source"].tolist()))[:3]:
+    distance = []
+    for name in list(dict.fromkeys(data["source"].tolist()))[:5]:
         m = data["source"] == name
         K = data["cam_intrinsics"][m][0]
         h, w = (float(v) for v in data["img_hw"][m][0])
@@ -115,13 +117,14 @@ def test_mesh_infer_places_the_shipped_model_in_the_true_camera(synthetic_data: 
         rel = np.linalg.norm(result["joints_h36m"][:, 0] - root, axis=1) / root[:, 2]
         reproj = np.nanmedian(result["reprojection_px"])
         print(f"observed {name}: distance {np.median(rel):.3f}, reprojection {reproj:.1f} px")
-        assert np.median(rel) < 0.10, (name, np.median(rel))
+        distance.append(np.median(rel))
         height = np.median(np.ptp(data["joint_2d"][m][..., 1], axis=1))
         assert np.nanmedian(result["reprojection_px"]) < 0.06 * height, (name, np.nanmedian(result["reprojection_px"]))
         # transl is the root motion: parameters + transl reproduce the stored (camera-frame) joints
         assert np.allclose(result["transl"][:, 2], result["joints_h36m"][:, 0, 2], atol=0.1)
         # (the principal point is the image centre: the generator's is off it by up to 2 px)
         assert result["intrinsics"][0, 0] == pytest.approx(K[0, 0], rel=1e-6) and not result["image_size_assumed"]
+    assert np.median(distance) < 0.06 and max(distance) < 0.15, distance
 
 
 def test_video_gives_size_and_rate_and_a_mismatch_is_one_clear_error(synthetic_data: dict[str, Path],
