@@ -26,7 +26,6 @@ import json
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
@@ -59,7 +58,7 @@ from motion.training import (
     batch_uniform,
     epoch_order,
     fit,
-    micro_slices,
+    micro_parts,
     start_run,
 )
 
@@ -277,8 +276,7 @@ class MeshTask(Task):
             pred = net(x[part].to(dev), vertex_ids=ids)
             return mesh_loss(pred, gt, self.weights, self.body.faces)  # means over clips: pieces add up exactly
 
-        n = len(x)
-        return [((p.stop - p.start) / n, partial(compute, p)) for p in micro_slices(n, parts)]
+        return micro_parts(len(x), parts, compute)
 
     def evaluate(self, split: MeshSplit) -> dict[str, Any]:
         ev = evaluate_mesh(self.model, split, self.protocol, {"neutral": self.body},

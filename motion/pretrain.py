@@ -21,7 +21,6 @@ import json
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
@@ -49,7 +48,7 @@ from motion.training import (
     batch_uniform,
     epoch_order,
     fit,
-    micro_slices,
+    micro_parts,
     start_run,
 )
 
@@ -185,8 +184,7 @@ class LiftingTask(Task):
             pred = net(x[part].to(self.env.device))
             return lifting_loss(pred.float(), y[part].to(self.env.device), self.cfg.loss)  # means over clips
 
-        n = len(x)
-        return [((p.stop - p.start) / n, partial(compute, p)) for p in micro_slices(n, parts)]
+        return micro_parts(len(x), parts, compute)
 
     def evaluate(self, dataset: LiftingClips) -> dict[str, Any]:
         return evaluate_lifting(self.model, dataset, self.env.device, flip_test=self.cfg.data.test_flip,

@@ -23,6 +23,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass
+from functools import partial
 from itertools import pairwise
 from pathlib import Path
 from typing import Any, Literal
@@ -131,6 +132,13 @@ def adamw(params: Any, **kwargs: Any) -> torch.optim.AdamW:
 
 
 LossPart = tuple[float, Callable[[], tuple[torch.Tensor, dict[str, float]]]]
+
+
+def micro_parts(n: int, parts: int, compute: Callable[[slice], tuple[torch.Tensor, dict[str, float]]]
+                ) -> list[LossPart]:
+    """``(share, compute)`` pairs for :meth:`Task.loss_parts`: ``compute(piece)`` on each of :func:`micro_slices`,
+    its share of the batch's ``n`` clips as the weight (exact for losses that are means over clips)."""
+    return [((p.stop - p.start) / n, partial(compute, p)) for p in micro_slices(n, parts)]
 
 
 def micro_slices(n: int, parts: int) -> list[slice]:
