@@ -8,7 +8,9 @@ a named protocol (``--protocol motionbert|full-sequence``, docs/protocols.md) wh
 ``--spin-regressor`` or next to the SMPL files, else the body model's own with a note saying so. Outputs (``--out``,
 default next to the checkpoint in ``eval_<data>_<protocol>/``): ``metrics.json``, ``per_sequence.csv``,
 ``per_frame.npz`` and ``errors.png`` (per-sequence errors and error over time for the worst sequences). The trainer's
-validation runs the same code (``mesh.evaluation.protocol.evaluate_mesh``).
+validation runs the same code (``mesh.evaluation.protocol.evaluate_mesh``). ``--refine`` scores the predictions after
+test-time refinement (``mesh/inference/refine.py``; data with ``cam_intrinsics``): a pipeline figure, reported apart
+from the network's own.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from tqdm import tqdm
 from body_models import BodyModel, BodyModelFileError, load_body_model, load_spin_regressor
 from mesh.data.mesh_data import MeshDataError, MeshSplit, read_mesh_split
 from mesh.evaluation.protocol import PROTOCOLS, MeshEvaluation, Protocol, evaluate_mesh, get_protocol
+from mesh.inference.refine import RefineOptions
 from mesh.network.checkpoint import load_mesh_model
 from mesh.network.model import MeshRecovery
 from motion.checkpoint import SHIPPED_MESH_MODEL, CheckpointError
@@ -138,6 +141,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast for the network")
+    parser.add_argument("--refine", action="store_true",
+                        help="score the predictions after test-time refinement (mesh/inference/refine.py; needs "
+                        "cam_intrinsics in the data; the report's 3D viewers still show the network's own output)")
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--viewers", type=int, default=3,
                         help="3D viewers (viewer_*.html, in report.html) of this many worst sequences; 0 = none")
@@ -176,6 +182,8 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"{args.checkpoint}: the model uses the resolution-free track-box normalisation; "
                              "--res applies only to image-normalised models")
         split = read_mesh_split(data, args.split, args.res, require_gt=True, norm=norm)
+        if args.refine and split.intrinsics is None:
+            raise ValueError(f"{split.name}: no cam_intrinsics: --refine needs the camera")
     except (BodyModelFileError, CheckpointError, MeshDataError, ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -184,14 +192,15 @@ def main(argv: list[str] | None = None) -> int:
     start = time.time()
     with tqdm(total=len(split), unit="frame", dynamic_ncols=True) as bar:
         ev = evaluate_mesh(model, split, protocol, bodies, args.batch_size,
-                           torch.bfloat16 if args.bf16 else None, progress=bar.update, spin_regressor=spin_regressor)
+                           torch.bfloat16 if args.bf16 else None, progress=bar.update, spin_regressor=spin_regressor,
+                           refine=RefineOptions() if args.refine else None)
     if spin_regressor is not None:
         ev.joint_regressor = f"{ev.joint_regressor} ({spin_source})"
     seconds = time.time() - start
     s = ev.summary()
     # Reports go next to a run's checkpoint; never into the shipped models/ folder (runs/ instead).
     home = Path("runs") if args.checkpoint.resolve().parent == SHIPPED_MESH_MODEL.parent else args.checkpoint.parent
-    out = args.out or home / f"eval_{Path(data).stem}_{args.split}_{protocol.name}"
+    out = args.out or home / f"eval_{Path(data).stem}_{args.split}_{protocol.name}{'_refined' if args.refine else ''}"
     title = f"{args.checkpoint.parent.name} on {label} [{args.split}], {protocol.name}"
     paths = write_reports(ev, out, title)
     paths["report"] = _write_report_page(ev, out, title, paths["plot"], model, neutral, split, protocol,

@@ -2,7 +2,7 @@
 
     python -m mesh.infer --keypoints FILE [--checkpoint CKPT] --out DIR [--format auto|coco|halpe|h36m]
         [--video FILE | --image-size W H] [--focal PX | --fov DEG] [--fps 30]
-        [--norm auto|track_box|image|fixed1920] [--shape track|window] [--smooth none|one-euro]
+        [--norm auto|track_box|image|fixed1920] [--shape track|window] [--smooth none|one-euro] [--refine]
         [--meshes none|obj|ply] [--no-render] [--device auto]
 
 What it fixes relative to MotionBERT's ``infer_wild_mesh.py`` (docs/protocols.md, in-the-wild inference):
@@ -23,6 +23,9 @@ What it fixes relative to MotionBERT's ``infer_wild_mesh.py`` (docs/protocols.md
 - optional **One-Euro smoothing** (``--smooth one-euro``) of the joint rotations (on the rotation-matrix entries,
   projected back onto SO(3); times from the frame numbers, so gaps count), then the body is re-posed: parameters,
   joints and vertices stay consistent;
+- optional **refinement** (``--refine``, :mod:`mesh.inference.refine`): after the network, each frame's joint
+  rotations are adjusted so that the body's own detector keypoints (surface landmarks in the file's joint order,
+  converted like the file) project onto the detections, held near the network's pose and smooth over time;
 - CPU first (``--device auto`` = CUDA when available), parameters exported, a fast renderer.
 
 **2D normalisation** (``--norm``, default ``auto`` = what the checkpoint records): models trained by this project
@@ -45,7 +48,8 @@ beyond their largest keypoint coordinates (recorded: ``image_size_assumed``), wh
 ``global_orient``/``body_pose``/``betas``/``transl`` (camera frame: the root motion of the glb and BVH), ``joints``,
 ``joints_h36m``, ``frame_index``, ``fps``, ``faces``, ``keypoints_2d`` (the filled 2D input, pixels),
 ``image_size``; plus ``interpolated``, ``joint_missing``, ``track_id``, ``normalisation``, ``intrinsics`` (3, 3),
-``intrinsics_assumed``, ``image_size_assumed``, ``reprojection_px`` (N,), ``placed`` (N,); ``vertices`` only with
+``intrinsics_assumed``, ``image_size_assumed``, ``reprojection_px`` (N,), ``placed`` (N,), ``refined`` (whether
+``--refine`` ran; ``summary.json`` gives its keypoint residual before and after); ``vertices`` only with
 ``--save-vertices``; readable by
 :func:`mesh.io.export.load_result`), ``mesh.glb`` (animated, skinned), ``render.mp4`` (mesh | 2D keypoints; unless
 ``--no-render``), optional ``meshes_obj/`` or ``meshes_ply/`` (one file per frame) and ``track.bvh`` (``--bvh``).
@@ -75,9 +79,8 @@ import roma
 import torch
 
 from mesh.inference.camera import Intrinsics, intrinsics_for, place_in_camera
-from mesh.inference.predict import TrackPrediction, predict_track
+from mesh.inference.predict import TrackPrediction, predict_track, repose
 from mesh.io.keypoints import FORMATS, KeypointsError, Track, read_keypoints
-from mesh.network.model import pose_body
 from motion.data.transforms import normalisation_of, normalize_2d, normalize_box, track_box
 
 NORMS = ("auto", "track_box", "image", "fixed1920")
@@ -221,18 +224,6 @@ def resolve_norm(requested: str, ckpt_metadata: dict[str, Any], checkpoint: str 
 
 
 @torch.no_grad()
-def repose(body: Any, rotmats: torch.Tensor, betas: torch.Tensor, chunk: int = 256) -> TrackPrediction:
-    """Run the body model on per-frame ``rotmats (N, 24, 3, 3)`` and ``betas (N, 10)`` (pelvis-centred, CPU out)."""
-    device = body.v_template.device
-    parts: list[Any] = []
-    for s in range(0, len(rotmats), chunk):
-        out = pose_body(body, rotmats[s:s + chunk][None].to(device), betas[s:s + chunk][None].to(device))
-        parts.append(out)
-    cat = {k: torch.cat([getattr(p, k)[0].float().cpu() for p in parts]) for k in
-           ("vertices", "joints_h36m", "joints_smpl")}
-    return TrackPrediction(rotmats=rotmats.float().cpu(), betas=betas.float().cpu(), **cat)
-
-
 def postprocess(pred: TrackPrediction, body: Any, frames: np.ndarray, fps: float, shape: str = "track",
                 smooth: str = "none", detected: np.ndarray | None = None, min_cutoff: float = 1.0,
                 beta: float = 0.7) -> TrackPrediction:
@@ -339,6 +330,7 @@ class InferOptions:
     smooth: str = "none"
     smooth_min_cutoff: float = 1.0
     smooth_beta: float = 0.7
+    refine: bool = False  # fit each frame's pose to the keypoints after the network (mesh.inference.refine)
     flip_test: bool = True
     clip_len: int | None = None  # None: the checkpoint's
     stride: int | None = None  # None: clip_len // 2
@@ -482,6 +474,14 @@ def run_inference(keypoints: str | Path, checkpoint: str | Path, out: str | Path
 
             pred = postprocess(pred, body, f.frames, fps, opt.shape, opt.smooth, ~f.interpolated,
                                opt.smooth_min_cutoff, opt.smooth_beta)
+            refined = None
+            if opt.refine:
+                from mesh.inference.refine import refine_track
+
+                try:
+                    pred, refined = refine_track(pred, body, f.keypoints, camera.matrix, tracks[tid].source_format)
+                except ValueError as err:
+                    raise InferError(f"{keypoints}: track {tid}: --refine: {err}") from None
             result = result_from_prediction(pred, body, frame_index=f.frames, fps=fps, keypoints_2d=f.keypoints,
                                             image_size=first.image_size, include_vertices=True)
             try:
@@ -497,7 +497,8 @@ def run_inference(keypoints: str | Path, checkpoint: str | Path, out: str | Path
             folder.mkdir()
             files = [write_result_npz(folder / "result.npz", result, {
                 "interpolated": f.interpolated, "joint_missing": f.joint_missing,
-                "track_id": np.asarray(tid, dtype=np.int64), "normalisation": np.asarray(norm), **placed},
+                "track_id": np.asarray(tid, dtype=np.int64), "normalisation": np.asarray(norm),
+                "refined": np.asarray(refined is not None), **placed},
                 opt.save_vertices)]
             write_glb(folder / "mesh.glb", result, body)
             files.append(folder / "mesh.glb")
@@ -526,6 +527,7 @@ def run_inference(keypoints: str | Path, checkpoint: str | Path, out: str | Path
                 "interpolated_frames": int(f.interpolated.sum()), "missing_joints": int(f.joint_missing.sum()),
                 "median_distance_m": round(float(np.median(result.transl[:, 2])), 3),
                 "median_reprojection_px": round(float(np.nanmedian(placed["reprojection_px"])), 2),
+                "refine": None if refined is None else {k: round(v, 4) for k, v in asdict(refined).items()},
                 "files": [str(p.relative_to(stage)) for p in files]}
         overlay = []
         if placed_results:  # every person in one video, over the input frames (or a blank canvas of their size)
@@ -601,6 +603,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--smooth", default="none", choices=("none", "one-euro"), help="temporal smoothing of rotations")
     ap.add_argument("--smooth-min-cutoff", type=float, default=1.0, help="One-Euro cutoff at rest (Hz)")
     ap.add_argument("--smooth-beta", type=float, default=0.7, help="One-Euro speed coefficient")
+    ap.add_argument("--refine", action="store_true",
+                    help="fit each frame's pose to the keypoints after the network (pixel-aligned limbs; a few "
+                         "seconds per 1,000 frames): see mesh/inference/refine.py")
     ap.add_argument("--no-flip", action="store_true", help="no flip-test averaging (about 2x faster)")
     ap.add_argument("--clip-len", type=int, default=None, help="window length (default: the checkpoint's)")
     ap.add_argument("--stride", type=int, default=None, help="window stride (default: clip_len // 2)")
@@ -622,7 +627,8 @@ def main(argv: list[str] | None = None) -> int:
         format=args.format, image_size=tuple(args.image_size) if args.image_size else None, largest=args.largest,
         persons=tuple(args.person) if args.person else None, min_frames=args.min_frames, fps=args.fps,
         norm=args.norm, shape=args.shape, smooth=args.smooth, smooth_min_cutoff=args.smooth_min_cutoff,
-        smooth_beta=args.smooth_beta, flip_test=not args.no_flip, clip_len=args.clip_len, stride=args.stride,
+        smooth_beta=args.smooth_beta, refine=args.refine, flip_test=not args.no_flip, clip_len=args.clip_len,
+        stride=args.stride,
         batch_size=args.batch_size, min_conf=args.min_conf, meshes=args.meshes, bvh=args.bvh,
         save_vertices=args.save_vertices, render=not args.no_render, render_size=args.render_size,
         device=args.device, threads=args.threads, focal=args.focal, fov=args.fov, video=args.video,

@@ -43,6 +43,10 @@ class MeshSplit:
         shape: (N, 10) float32 betas.
         source: (N,) track ids; gender: (N,) 'm' / 'f' / '' (unknown).
         name: 'file [split]' for messages.
+        keypoints_px: (N, 17, 3) the 2D input before normalisation (pixels, confidence), or None.
+        intrinsics: (N, 3, 3) camera matrices (``cam_intrinsics``), or None when the file has none.
+        detector_format: (N,) the detector's own joint order (``coco17``, ``halpe26``; ``h36m17`` when the file does
+            not say): what test-time refinement converts the body's keypoints through.
     """
 
     inputs: np.ndarray
@@ -51,14 +55,22 @@ class MeshSplit:
     source: np.ndarray
     gender: np.ndarray
     name: str
+    keypoints_px: np.ndarray | None = None
+    intrinsics: np.ndarray | None = None
+    detector_format: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.source)
 
     def subset(self, keep: np.ndarray) -> MeshSplit:
         """The frames where ``keep`` is true (whole tracks, if ``keep`` selects by track)."""
+        def pick(a: np.ndarray | None) -> np.ndarray | None:
+            return None if a is None else a[keep]
+
         return MeshSplit(inputs=self.inputs[keep], pose=self.pose[keep], shape=self.shape[keep],
-                         source=self.source[keep], gender=self.gender[keep], name=self.name)
+                         source=self.source[keep], gender=self.gender[keep], name=self.name,
+                         keypoints_px=pick(self.keypoints_px), intrinsics=pick(self.intrinsics),
+                         detector_format=pick(self.detector_format))
 
 
 def _resolution(raw: dict, meta: dict, res: tuple[int, int] | None, n: int, where: str) -> tuple[np.ndarray, ...]:
@@ -127,8 +139,17 @@ def read_mesh_split(path: str | Path, split: str, res: tuple[int, int] | list[in
         w, h = _resolution(raw, data.get("meta") or {}, tuple(res) if res is not None else None, n, where)
         uv = normalize_2d(j2d, w[:, None], h[:, None])
     inputs = np.concatenate([uv, conf[..., None]], axis=-1)
+    intrinsics = None
+    if "cam_intrinsics" in raw:
+        intrinsics = require_per_frame(raw, "cam_intrinsics", (3, 3), where, MeshDataError).astype(np.float64)
+        check_finite(intrinsics, "cam_intrinsics", source, where, MeshDataError)
+    fmt = np.asarray(raw["detector_format"]).astype(str) if "detector_format" in raw else np.full(n, "h36m17")
+    if len(fmt) != n:
+        raise MeshDataError(f"{where}: 'detector_format' has {len(fmt)} frames, 'joint_2d' has {n}")
     return MeshSplit(inputs=inputs.astype(np.float32), pose=pose.astype(np.float32),
-                     shape=shape.astype(np.float32), source=source, gender=gender, name=where)
+                     shape=shape.astype(np.float32), source=source, gender=gender, name=where,
+                     keypoints_px=np.concatenate([j2d, conf[..., None]], axis=-1).astype(np.float32),
+                     intrinsics=intrinsics, detector_format=fmt)
 
 
 def flip_smpl_pose(pose: torch.Tensor) -> torch.Tensor:

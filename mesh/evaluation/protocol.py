@@ -27,6 +27,7 @@ from body_models.rotations import pose_to_rotmats
 from mesh.data.mesh_data import MeshSplit
 from mesh.evaluation.metrics import JOINT_SUBSETS, accel_error, center, mpjpe, mpve, pa_mpjpe, pa_mpve
 from mesh.inference.predict import predict_track
+from mesh.inference.refine import RefineOptions, refine_track
 from mesh.network.model import MeshRecovery, pose_body
 from motion.data.clips import track_bounds
 
@@ -111,7 +112,8 @@ def _gt_body(bodies: dict[str, BodyModel], protocol: Protocol, gender: str, note
 def evaluate_mesh(model: MeshRecovery, split: MeshSplit, protocol: Protocol, gt_bodies: dict[str, BodyModel],
                   batch_size: int = 32, autocast_dtype: torch.dtype | None = None,
                   progress: Callable[[int], None] | None = None,
-                  spin_regressor: torch.Tensor | np.ndarray | None = None) -> MeshEvaluation:
+                  spin_regressor: torch.Tensor | np.ndarray | None = None,
+                  refine: RefineOptions | None = None) -> MeshEvaluation:
     """Evaluate ``model`` on every frame of ``split`` under ``protocol``.
 
     Args:
@@ -120,6 +122,8 @@ def evaluate_mesh(model: MeshRecovery, split: MeshSplit, protocol: Protocol, gt_
         spin_regressor: (17, V) SPIN ``J_regressor_h36m``, used when ``protocol.regressor == 'spin'``: joints of
             both prediction and ground truth are then ``R @ vertices``. When it is None under 'spin', the body
             models' own H36M regressors are used and a note says the joints are not comparable with WHAM / GVHMR.
+        refine: run test-time refinement (:mod:`mesh.inference.refine`) on each track's prediction before scoring;
+            needs the split's camera intrinsics and pixel keypoints. None (the default) scores the network alone.
     """
     if "neutral" not in gt_bodies:
         raise ValueError("gt_bodies needs a 'neutral' body model")
@@ -127,6 +131,10 @@ def evaluate_mesh(model: MeshRecovery, split: MeshSplit, protocol: Protocol, gt_
         raise ValueError(f"vertex counts differ: model body {model.body.num_vertices}, ground-truth body "
                          f"{gt_bodies['neutral'].num_vertices} (use the body model the network was trained with)")
     regressor, notes = _joint_regressor(protocol, spin_regressor, model.body.num_vertices)
+    if refine is not None:
+        if split.intrinsics is None or split.keypoints_px is None:
+            raise ValueError(f"{split.name}: no cam_intrinsics: test-time refinement needs the camera")
+        notes.add("test-time refinement (mesh/inference/refine.py) after the network: not the network's own error")
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
@@ -138,6 +146,9 @@ def evaluate_mesh(model: MeshRecovery, split: MeshSplit, protocol: Protocol, gt_
     for start, end in track_bounds(split.source):
         pred = predict_track(model, split.inputs[start:end], protocol.clip_len, stride, protocol.flip, batch_size,
                              blend, autocast_dtype)
+        if refine is not None:
+            pred, _ = refine_track(pred, model.body, split.keypoints_px[start:end], split.intrinsics[start],
+                                   str(split.detector_format[start]), refine)
         body = _gt_body(gt_bodies, protocol, str(split.gender[start]), notes).to(device)
         rot = pose_to_rotmats(torch.from_numpy(split.pose[start:end]).to(device))
         shape = split.shape[start:end]

@@ -18,7 +18,7 @@ import numpy as np
 import roma
 import torch
 
-from body_models import SMPL24
+from body_models import SMPL24, BodyModel
 from mesh.network.model import MeshOutput, MeshRecovery, pose_body
 from motion.data.clips import clip_indices
 from motion.data.transforms import flip_h36m
@@ -111,3 +111,15 @@ def predict_track(model: MeshRecovery, inputs: np.ndarray, clip_len: int, stride
     return TrackPrediction(rotmats=roma.special_procrustes(mean["rotmats"]), betas=mean["betas"],
                            vertices=mean["vertices"], joints_h36m=mean["joints_h36m"],
                            joints_smpl=mean["joints_smpl"])
+
+
+def repose(body: BodyModel, rotmats: torch.Tensor, betas: torch.Tensor, chunk: int = 256) -> TrackPrediction:
+    """Run the body model on per-frame ``rotmats (N, 24, 3, 3)`` and ``betas (N, 10)`` (pelvis-centred, CPU out)."""
+    device = body.v_template.device
+    parts: list[MeshOutput] = []
+    for s in range(0, len(rotmats), chunk):
+        out = pose_body(body, rotmats[s:s + chunk][None].to(device), betas[s:s + chunk][None].to(device))
+        parts.append(out)
+    cat = {k: torch.cat([getattr(p, k)[0].float().cpu() for p in parts]) for k in
+           ("vertices", "joints_h36m", "joints_smpl")}
+    return TrackPrediction(rotmats=rotmats.float().cpu(), betas=betas.float().cpu(), **cat)
