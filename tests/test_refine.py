@@ -112,7 +112,7 @@ def test_infer_refine_reports_a_smaller_keypoint_residual(synthetic_data, tmp_pa
 
 
 def test_evaluator_scores_refined_predictions_apart(synthetic_data) -> None:
-    """``evaluate_mesh(refine=...)`` refines each track before scoring: on the synthetic test tracks the shipped model's
+    """``evaluate_mesh(refine=...)`` refines each track before scoring: on 3 synthetic test tracks the shipped model's
     joints come closer to the truth (the network alone is scored without it), and the report says so; a split
     without camera intrinsics is refused."""
     from dataclasses import replace
@@ -124,13 +124,15 @@ def test_evaluator_scores_refined_predictions_apart(synthetic_data) -> None:
 
     model, _ = load_mesh_model(SHIPPED_MESH_MODEL)
     split = read_mesh_split(synthetic_data["mesh"], "test", norm="track_box")
+    split = split.subset(np.isin(split.source, np.unique(split.source)[:3]))  # 3 tracks keep it quick
     protocol = get_protocol("motionbert")
     bodies = {"neutral": model.body}
     plain = evaluate_mesh(model, split, protocol, bodies)
     refined = evaluate_mesh(model, split, protocol, bodies, refine=RefineOptions())
     a, b = plain.summary(), refined.summary()
     assert b["mpjpe17_mm"] < 0.95 * a["mpjpe17_mm"], (a, b)
-    assert b["mpve_mm"] < 0.95 * a["mpve_mm"], (a, b)
+    assert b["mpve_mm"] < 0.95 * a["mpve_mm"], (a, b)  # observed 82.2 -> 74.8 mm (MPJPE-17 56.4 -> 51.7)
+    assert b["accel_mm_per_frame2"] < a["accel_mm_per_frame2"], (a, b)  # no new jitter (7.8 -> 4.2)
     assert any("refinement" in n for n in refined.notes) and not any("refinement" in n for n in plain.notes)
     with pytest.raises(ValueError, match="cam_intrinsics"):
         evaluate_mesh(model, replace(split, intrinsics=None), protocol, bodies, refine=RefineOptions())
