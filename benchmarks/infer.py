@@ -7,7 +7,8 @@ length 16 (stride 8), flip test, shape pooled over the track, no smoothing, 512-
 
 Stages: read (parse + convert + fill + normalise), load (checkpoint + body model), network (windows + flip test,
 including the body model inside the network's forward), body (shape pooling, re-posing, parameters), export (npz +
-glb), render (mp4). Run: ``python benchmarks/infer.py [--frames 300] [--models XS,B] [--threads N]``.
+glb), render (mp4); and refine (``--refine``: the test-time fit to the keypoints, a case of its own without rendering).
+Run: ``python benchmarks/infer.py [--frames 300] [--models XS,B] [--threads N]``.
 """
 
 from __future__ import annotations
@@ -73,23 +74,25 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, {args.frames} frames, "
           f"render {args.render_size}px")
-    header = (f"{'model':>5} {'render':>6} {'total s':>8} {'fps':>7} | {'read':>6} {'load':>6} {'network':>8} "
-              f"{'body':>6} {'export':>7} {'render':>7}")
+    header = (f"{'model':>5} {'case':>6} {'total s':>8} {'fps':>7} | {'read':>6} {'load':>6} {'network':>8} "
+              f"{'body':>6} {'refine':>7} {'export':>7} {'render':>7}")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
         kp = make_track(tmp_path / "kp.json", args.frames)
         for variant in [v.strip() for v in args.models.split(",") if v.strip()]:
             ckpt = make_checkpoint(tmp_path / f"{variant}.pt", variant)
-            for render in (False,) if args.no_render_case else (False, True):
-                opt = InferOptions(render=render, render_size=args.render_size, device="cpu")
+            cases = ["plain", "refine"] + ([] if args.no_render_case else ["render"])
+            for case in cases:
+                opt = InferOptions(render=case == "render", refine=case == "refine", render_size=args.render_size,
+                                   device="cpu")
                 t0 = time.perf_counter()
-                run_inference(kp, ckpt, tmp_path / f"out_{variant}_{render}", opt, log=lambda *a: None)
+                run_inference(kp, ckpt, tmp_path / f"out_{variant}_{case}", opt, log=lambda *a: None)
                 total = time.perf_counter() - t0
                 t = opt.timings
-                rows.append(f"{variant:>5} {'yes' if render else 'no':>6} {total:8.2f} {args.frames / total:7.1f} | "
+                rows.append(f"{variant:>5} {case:>6} {total:8.2f} {args.frames / total:7.1f} | "
                             f"{t['read']:6.2f} {t['load']:6.2f} {t['network']:8.2f} {t['body']:6.2f} "
-                            f"{t['export']:7.2f} {t['render']:7.2f}")
+                            f"{t['refine']:7.2f} {t['export']:7.2f} {t['render']:7.2f}")
                 print(rows[-1] if len(rows) > 1 else f"{header}\n{rows[-1]}", flush=True)
 
 

@@ -384,7 +384,8 @@ def run_inference(keypoints: str | Path, checkpoint: str | Path, out: str | Path
                   options: InferOptions | None = None, log: Any = print) -> dict[str, Any]:
     """Read ``keypoints``, predict every track with ``checkpoint`` and write ``out`` (see the module docstring).
 
-    Returns the summary written to ``OUT/summary.json`` (with ``timings_s``: read, network, body, export, render).
+    Returns the summary written to ``OUT/summary.json`` (with ``timings_s``: read, load, network, body, refine, export,
+    render).
     """
     opt = options or InferOptions()
     for value, allowed, flag in ((opt.norm, NORMS, "--norm"), (opt.shape, ("track", "window"), "--shape"),
@@ -397,7 +398,7 @@ def run_inference(keypoints: str | Path, checkpoint: str | Path, out: str | Path
         raise InferError(f"{out}: exists and is not a folder")
     if not Path(checkpoint).is_file():
         raise InferError(f"{checkpoint}: no such checkpoint")
-    timings = dict.fromkeys(("read", "load", "network", "body", "export", "render"), 0.0)
+    timings = dict.fromkeys(("read", "load", "network", "body", "refine", "export", "render"), 0.0)
     device = resolve_device(opt.device)
     if opt.threads:
         torch.set_num_threads(opt.threads)
@@ -478,10 +479,13 @@ def run_inference(keypoints: str | Path, checkpoint: str | Path, out: str | Path
             if opt.refine:
                 from mesh.inference.refine import refine_track
 
+                t1 = time.perf_counter()
                 try:
                     pred, refined = refine_track(pred, body, f.keypoints, camera.matrix, tracks[tid].source_format)
                 except ValueError as err:
                     raise InferError(f"{keypoints}: track {tid}: --refine: {err}") from None
+                timings["refine"] += time.perf_counter() - t1
+                t0 += time.perf_counter() - t1  # the body stage's time without the refinement
             result = result_from_prediction(pred, body, frame_index=f.frames, fps=fps, keypoints_2d=f.keypoints,
                                             image_size=first.image_size, include_vertices=True)
             try:
