@@ -565,8 +565,11 @@ def run_inference(keypoints: str | Path, checkpoint: str | Path, out: str | Path
     for k in skipped:
         log(f"skipped track {k}: {skipped[k]} frames < --min-frames {opt.min_frames}")
     for tid, p in persons.items():
+        refined = "" if p["refine"] is None else (
+            f"; refined: keypoint residual {100 * p['refine']['residual_before']:.1f} % -> "
+            f"{100 * p['refine']['residual_after']:.1f} % of the person's size")
         log(f"person {tid}: {p['frames']} frames ({p['first_frame']}..{p['last_frame']}), "
-            f"{p['interpolated_frames']} interpolated, {p['missing_joints']} missing joints filled")
+            f"{p['interpolated_frames']} interpolated, {p['missing_joints']} missing joints filled{refined}")
     sequences: dict[str, int] = {}
     for rel in summary["files"]:
         parent = Path(rel).parent

@@ -104,6 +104,7 @@ def test_infer_refine_reports_a_smaller_keypoint_residual(synthetic_data, tmp_pa
     out = tmp_path / "out"
     assert infer_main(["--keypoints", str(src), "--checkpoint", str(SHIPPED_MESH_MODEL), "--out", str(out),
                        "--no-render", "--refine"]) == 0
+    assert "refined: keypoint residual" in capsys.readouterr().out
     person = json.loads((out / "summary.json").read_text())["persons"]["0"]
     report = person["refine"]
     assert report["residual_after"] < 0.8 * report["residual_before"], report
