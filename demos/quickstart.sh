@@ -34,10 +34,11 @@ echo "== render one test sequence with the shipped mesh model (prediction beside
 $PY -m mesh.render --data "$SYN/mesh_synthetic.pkl" --split test --sequence synth_test_0000 \
     --out runs/quickstart_shipped/render
 
-echo "== in-the-wild inference from a detector file (a synthetic test track as its COCO-17 detector wrote it)"
+echo "== in-the-wild inference from a detector file (a synthetic test track as its COCO-17 detector wrote it),"
+echo "   the network's pose then fitted to the keypoints (--refine)"
 $PY -m mesh.io.keypoints --from-synthetic "$SYN/mesh_synthetic.pkl" --split test --sequence synth_test_0001 \
     --out runs/quickstart_shipped/keypoints.json
-$PY -m mesh.infer --keypoints runs/quickstart_shipped/keypoints.json --out runs/quickstart_infer --overlay
+$PY -m mesh.infer --keypoints runs/quickstart_shipped/keypoints.json --out runs/quickstart_infer --overlay --refine
 
 echo
 echo "quickstart done in $(( $(date +%s) - start )) s (synthetic data, embedded open body model, shipped models):"
