@@ -531,7 +531,7 @@ def run_inference(keypoints: str | Path, checkpoint: str | Path, out: str | Path
                 "interpolated_frames": int(f.interpolated.sum()), "missing_joints": int(f.joint_missing.sum()),
                 "median_distance_m": round(float(np.median(result.transl[:, 2])), 3),
                 "median_reprojection_px": round(float(np.nanmedian(placed["reprojection_px"])), 2),
-                "refine": None if refined is None else {k: round(v, 4) for k, v in asdict(refined).items()},
+                "refine": None if refined is None else asdict(refined),
                 "files": [str(p.relative_to(stage)) for p in files]}
         overlay = []
         if placed_results:  # every person in one video, over the input frames (or a blank canvas of their size)

@@ -3,7 +3,7 @@
 The network's pose is a good start but not pixel-aligned: on real videos its limbs can sit a few percent of the
 person's height off the detected keypoints. :func:`refine_track` fits, for all frames of a track at once,
 
-    min_{delta, t}  sum_t,j c_tj rho(|P_tj(R_t exp(delta_t), t_t) - u_tj| / h_t)            (keypoints)
+    min_{delta, t, a}  sum_t,j c_tj rho(|P_tj(R_t exp(delta_t), t_t, a) - u_tj| / h_t)      (keypoints)
                     + w_pose   sum_t,k |delta_tk|^2                                             (stay near the network)
                     + w_smooth sum_t,j |X_{t-1,j} - 2 X_tj + X_{t+1,j}|^2                    (no new jitter)
 
@@ -11,10 +11,14 @@ person's height off the detected keypoints. :func:`refine_track` fits, for all f
   ``R``; the shape (betas) is kept; ``t``: the camera-frame translation (initialised by
   :func:`mesh.inference.camera.place_in_camera`);
 - ``P``: the predicted detector keypoints, made **the way the detections were**: the body's surface landmarks in
-  the file's joint order (:mod:`body_models.landmarks`, COCO-17 / Halpe-26, with the middle of the annotation
-  conventions of :data:`motion.detector_sim.CONVENTION_RANGES_M`), projected with the camera ``K``, then converted
-  to H36M-17 with the same matrix :mod:`mesh.io.keypoints` applies to the file; for an H36M-17 file, the regressed
+  the file's joint order (:mod:`body_models.landmarks`, COCO-17 / Halpe-26, with the shoulder, hip and ankle
+  points moved by the track's annotation convention ``a``), projected with the camera ``K``, then converted to
+  H36M-17 with the same matrix :mod:`mesh.io.keypoints` applies to the file; for an H36M-17 file, the regressed
   H36M joints. Comparing joint centres with surface keypoints would pull the shoulders up and the hips out;
+- ``a``: five offsets for the whole track (shoulders up and out, hips down and out, ankles up the shin), started at
+  the middle of :data:`motion.detector_sim.CONVENTION_RANGES_M` and kept inside those ranges (the ones the training
+  data spans): detectors disagree on these points by centimetres, and fitting the track's own convention keeps
+  that disagreement out of the pose (``calibrate=False`` fixes it at the middle);
 - ``u``, ``c``: the filled H36M-17 keypoints and their confidences (interpolated joints have confidence 0 and do not
   count); ``h_t``: the person's 2D size in that frame (the keypoints' larger box side), so the weights do not depend
   on the resolution; ``rho``: Geman-McClure with scale ``robust_scale`` (a swapped or outlying keypoint pulls
@@ -42,7 +46,6 @@ from mesh.inference.predict import TrackPrediction, repose
 from motion.detector_sim import CONVENTION_RANGES_M
 
 SOURCE_JOINT_SETS = {"coco": "coco17", "halpe": "halpe26", "h36m": "h36m17"}
-_CONVENTION_MID = {k: 0.5 * (lo + hi) for k, (lo, hi) in CONVENTION_RANGES_M.items()}
 # Halpe-26 indices (COCO-17 = the first 17): shoulders, hips, ankles; SMPL joints giving the body axes.
 _LEFT, _RIGHT = (5, 11, 15), (6, 12, 16)
 _HALPE_MID_HIP = 19
@@ -57,6 +60,7 @@ class RefineOptions:
     pose_prior: float = 0.02
     smooth: float = 1.0
     robust_scale: float = 0.1
+    calibrate: bool = True  # fit the track's annotation convention too (within the ranges the training data spans)
     min_keypoints: int = 6  # frames with fewer confident keypoints keep the network's pose (the prior holds them)
 
 
@@ -67,23 +71,24 @@ class RefineReport:
     residual_before: float
     residual_after: float
     mean_correction_deg: float  # mean |delta| over frames and joints
+    convention: dict[str, float]  # the track's fitted annotation convention, metres (see the module docstring)
 
 
 def _unit(v: torch.Tensor) -> torch.Tensor:
     return v / v.norm(dim=-1, keepdim=True).clamp_min(1e-9)
 
 
-def _conventional(landmarks: torch.Tensor, joints: torch.Tensor) -> torch.Tensor:
-    """Move the shoulder, hip and ankle landmarks ``(N, 26, 3)`` by the middle of the annotation conventions the
-    training data spans (in the body's frame, from the SMPL ``joints (N, 24, 3)``)."""
+def _conventional(landmarks: torch.Tensor, joints: torch.Tensor, convention: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Move the shoulder, hip and ankle landmarks ``(N, 26, 3)`` by an annotation ``convention`` (metres, the keys of
+    :data:`motion.detector_sim.CONVENTION_RANGES_M`) in the body's frame, from the SMPL ``joints (N, 24, 3)``."""
     up = _unit(joints[:, 12] - joints[:, 0])
     offsets = torch.zeros_like(landmarks)
     for sign, (sho, hip, ank), (knee, ankle) in ((1.0, _LEFT, (4, 7)), (-1.0, _RIGHT, (5, 8))):
         shoulder_line = sign * _unit(joints[:, 16] - joints[:, 17])
         hip_line = sign * _unit(joints[:, 1] - joints[:, 2])
-        offsets[:, sho] = _CONVENTION_MID["shoulder_up"] * up + _CONVENTION_MID["shoulder_out"] * shoulder_line
-        offsets[:, hip] = -_CONVENTION_MID["hip_down"] * up + _CONVENTION_MID["hip_out"] * hip_line
-        offsets[:, ank] = _CONVENTION_MID["ankle_up"] * _unit(joints[:, knee] - joints[:, ankle])
+        offsets[:, sho] = convention["shoulder_up"] * up + convention["shoulder_out"] * shoulder_line
+        offsets[:, hip] = -convention["hip_down"] * up + convention["hip_out"] * hip_line
+        offsets[:, ank] = convention["ankle_up"] * _unit(joints[:, knee] - joints[:, ankle])
     offsets[:, _HALPE_MID_HIP] = 0.5 * (offsets[:, _LEFT[1]] + offsets[:, _RIGHT[1]])
     return landmarks + offsets
 
@@ -146,12 +151,22 @@ def refine_track(pred: TrackPrediction, body: BodyModel, keypoints: np.ndarray, 
     mark_w = as_t(marks.weights)
     n_src = to_h36m.shape[1]
 
+    # The track's annotation convention: the middle of each range to start, kept inside the range by a sigmoid.
+    names = list(CONVENTION_RANGES_M)
+    conv_lo = as_t([CONVENTION_RANGES_M[k][0] for k in names])
+    span = as_t([CONVENTION_RANGES_M[k][1] - CONVENTION_RANGES_M[k][0] for k in names])
+    logits = torch.zeros(len(names), dtype=dtype, device=device, requires_grad=opt.calibrate)
+
+    def convention() -> dict[str, torch.Tensor]:
+        values = conv_lo + span * torch.sigmoid(logits)
+        return dict(zip(names, values, strict=True))
+
     def keypoints_2d(rot: torch.Tensor, transl: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         out = body(rot, betas, transl, vertex_ids=support)  # only the landmarks' vertices are skinned
         if fmt == "h36m17":
             return _project(out.joints_h36m, Kt) / scale, out.joints_h36m
         landmarks = torch.einsum("lk,nlkc->nlc", mark_w, out.vertices[:, mark_ids])
-        landmarks = _conventional(landmarks, out.joints)[:, :n_src]
+        landmarks = _conventional(landmarks, out.joints, convention())[:, :n_src]
         return torch.einsum("hs,nsc->nhc", to_h36m, _project(landmarks, Kt)) / scale, out.joints_h36m
 
     def data_term(p2: torch.Tensor) -> torch.Tensor:
@@ -168,7 +183,8 @@ def refine_track(pred: TrackPrediction, body: BodyModel, keypoints: np.ndarray, 
     transl = (as_t(placement.transl) + origin).requires_grad_(True)
     with torch.no_grad():
         before = mean_residual(keypoints_2d(rot0, transl)[0])
-    optimiser = torch.optim.Adam([delta, transl], lr=opt.lr)
+    groups = [{"params": [delta, transl]}] + ([{"params": [logits], "lr": 5 * opt.lr}] if opt.calibrate else [])
+    optimiser = torch.optim.Adam(groups, lr=opt.lr)
     with torch.enable_grad():  # callers may run under no_grad (the evaluator does)
         for _ in range(opt.iterations):
             optimiser.zero_grad(set_to_none=True)
@@ -183,5 +199,6 @@ def refine_track(pred: TrackPrediction, body: BodyModel, keypoints: np.ndarray, 
         rot = rot0 @ roma.rotvec_to_rotmat(delta)
         after = mean_residual(keypoints_2d(rot, transl)[0])
         correction = float(np.degrees(float(delta.norm(dim=-1).mean())))
-    return repose(body, rot.detach(), pred.betas), RefineReport(before, after, correction)
+        fitted = {k: round(float(v), 4) for k, v in convention().items()}
+    return repose(body, rot.detach(), pred.betas), RefineReport(before, after, correction, fitted)
 
