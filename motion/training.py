@@ -329,7 +329,8 @@ def fit(task: Task, loop: LoopConfig, env: DistEnv, out: Path, amp: AmpMode, see
         train_seconds = time.time() - step_start
         steady_steps = pos["step"] - steady_from
         step_seconds = (time.time() - steady_start) / steady_steps if steady_start and steady_steps > 0 else math.nan
-        task.scheduler.step()
+        if pos["step"] > 0:  # an epoch without steps (loop.max_steps_per_epoch=0: evaluate only) keeps the schedule
+            task.scheduler.step()
         sums = pos["sums"]
         if env.world > 1:  # log the global mean over all ranks' batches, as a single process would see it
             keys = sorted(sums)
