@@ -71,7 +71,7 @@ class RefineReport:
     residual_before: float
     residual_after: float
     mean_correction_deg: float  # mean |delta| over frames and joints
-    convention: dict[str, float]  # the track's fitted annotation convention, metres (see the module docstring)
+    convention: dict[str, float]  # the track's fitted annotation convention, metres (empty for H36M-17 files)
 
 
 def _unit(v: torch.Tensor) -> torch.Tensor:
@@ -199,6 +199,6 @@ def refine_track(pred: TrackPrediction, body: BodyModel, keypoints: np.ndarray, 
         rot = rot0 @ roma.rotvec_to_rotmat(delta)
         after = mean_residual(keypoints_2d(rot, transl)[0])
         correction = float(np.degrees(float(delta.norm(dim=-1).mean())))
-        fitted = {k: round(float(v), 4) for k, v in convention().items()}
+        fitted = {} if fmt == "h36m17" else {k: round(float(v), 4) for k, v in convention().items()}
     return repose(body, rot.detach(), pred.betas), RefineReport(before, after, correction, fitted)
 
