@@ -53,7 +53,8 @@ _HALPE_MID_HIP = 19
 
 @dataclass(frozen=True)
 class RefineOptions:
-    """Weights of the fit (see the module docstring); the defaults were chosen on the synthetic test split."""
+    """Weights of the fit (see the module docstring). The defaults were set by hand, not selected on test data: on 10
+    synthetic test tracks, pose_prior / 4 or x 2.5, smooth / 5 and 250 iterations all moved MPJPE by under 1.5 %."""
 
     iterations: int = 120
     lr: float = 0.01
