@@ -184,6 +184,9 @@ def main(argv: list[str] | None = None) -> int:
         split = read_mesh_split(data, args.split, args.res, require_gt=True, norm=norm)
         if args.refine and split.intrinsics is None:
             raise ValueError(f"{split.name}: no cam_intrinsics: --refine needs the camera")
+        if model.orientation != "camera" and split.intrinsics is None:
+            raise ValueError(f"{split.name}: no cam_intrinsics: {args.checkpoint} predicts the orientation relative "
+                             "to the ray through the person's box (box_ray) and needs the camera to turn it back")
     except (BodyModelFileError, CheckpointError, MeshDataError, ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

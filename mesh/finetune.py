@@ -36,12 +36,19 @@ from torch.utils.data import DataLoader
 
 from body_models import BodyModelFileError, load_body_model, load_mean_params
 from body_models.rotations import pose_to_rotmats
-from mesh.data.mesh_data import MeshClips, MeshDataError, MeshSplit, flip_smpl_pose, read_mesh_split
+from mesh.data.mesh_data import (
+    MeshClips,
+    MeshDataError,
+    MeshSplit,
+    flip_smpl_pose,
+    in_box_ray_frame,
+    read_mesh_split,
+)
 from mesh.evaluation.protocol import evaluate_mesh, get_protocol
 from mesh.network.checkpoint import load_mesh_model, save_mesh_model
 from mesh.network.head import HeadConfig
 from mesh.network.losses import LossWeights, loss_preset, mesh_loss, train_vertex_ids
-from mesh.network.model import MeshRecovery, pose_body
+from mesh.network.model import ORIENTATIONS, MeshRecovery, pose_body
 from motion.checkpoint import CheckpointError, load_backbone
 from motion.config import ConfigError, load_config, to_dict
 from motion.data.clips import ClipBatches, batch_lists
@@ -98,6 +105,10 @@ class ModelSection:
     mean_params: str | None = None  # smpl_mean_params.npz; null = next to the SMPL file, else the fallback
     recompute_blocks: int = 0  # training memory for time: these first encoder blocks recompute activations in backward
     recompute_mlp: bool = False  # training memory for time: every MLP branch recomputes its hidden layer
+    # Frame of the predicted global orientation (mesh.network.model.ORIENTATIONS): 'camera', or 'box_ray' (relative
+    # to the ray through the track-box centre; needs track_box inputs and cam_intrinsics); 'auto' = the --init
+    # model's, else 'camera'.
+    orientation: Literal["auto", "camera", "box_ray"] = "auto"
 
 
 @dataclass
@@ -175,13 +186,22 @@ class MeshTask(Task):
         if self.norm != backbone_norm and env.main:
             print(f"warning: data.norm={self.norm} differs from the backbone's {backbone_norm!r} normalisation: the "
                   "encoder will see inputs in another frame than it was pretrained on", file=sys.stderr)
-        self.train_sets = [MeshClips(self._read(f), cfg.data.clip_len, cfg.data.stride) for f in cfg.data.train]
+        self.orientation = cfg.model.orientation
+        if self.orientation == "auto":
+            self.orientation = initial.orientation if initial is not None else "camera"
+        if self.orientation not in ORIENTATIONS:
+            raise ConfigError(f"model.orientation must be auto or one of {ORIENTATIONS}, got {self.orientation!r}")
+        if self.orientation == "box_ray" and self.norm != "track_box":
+            raise ConfigError("model.orientation=box_ray needs the track_box 2D normalisation")
+        self.train_sets = [MeshClips(self._train_split(f), cfg.data.clip_len, cfg.data.stride)
+                           for f in cfg.data.train]
         self.val_split = self._read(cfg.data.validation)
         self.test_split = self._read(cfg.data.test) if cfg.data.test is not None else None
         if initial is not None:  # the head comes with the mesh model (its size, its learnt mean pose and shape)
             self.model = initial.to(env.device).train()
         else:
             self.model = MeshRecovery(encoder, self.body, self.mean, cfg.head).to(env.device)
+        self.model.orientation = self.orientation  # evaluation turns box_ray predictions back into the camera frame
         try:
             set_recompute_blocks(self.model.backbone, cfg.model.recompute_blocks)
             set_recompute_mlp(self.model.backbone, cfg.model.recompute_mlp)
@@ -223,6 +243,17 @@ class MeshTask(Task):
         tracks = list(dict.fromkeys(split.source.tolist()))
         held = np.isin(split.source, tracks[f.holdout_every - 1::f.holdout_every])
         return split.subset(held if f.holdout == "only" else ~held)
+
+    def _train_split(self, f: DataFile) -> MeshSplit:
+        """A training split, its ground-truth orientation in the model's frame (validation and test stay in the
+        camera frame: the evaluator turns the predictions instead)."""
+        split = self._read(f)
+        if self.orientation == "box_ray":
+            try:
+                split = in_box_ray_frame(split)
+            except MeshDataError as err:
+                raise ConfigError(f"model.orientation=box_ray: {err}") from None
+        return split
 
     def _epoch_items(self, epoch: int) -> list[int]:
         """Global clip indices of this epoch (into the concatenation of the training sets), before shuffling."""
@@ -289,7 +320,7 @@ class MeshTask(Task):
 
     def metadata(self) -> dict[str, Any]:
         return {"task": "mesh fine-tuning", "backbone": self.backbone_info, "synthetic": self.synthetic,
-                "normalisation": normalisation_record(self.norm),
+                "normalisation": normalisation_record(self.norm), "orientation": self.orientation,
                 "mean_params": self.mean.source, "protocol": self.protocol.name, "run_config": to_dict(self.cfg)}
 
     def save(self, path: Path, metadata: dict[str, Any], train_state: dict[str, Any] | None) -> None:

@@ -42,6 +42,11 @@ smoothed over time, frames without enough confident joints filled by the smoothi
 ``--fov`` (horizontal degrees), else the image diagonal as the focal length; the principal point is the image centre.
 Files without an image size (AlphaPose) and no ``--video`` / ``--image-size`` get an assumed image from (0, 0) to just
 beyond their largest keypoint coordinates (recorded: ``image_size_assumed``), which makes the sideways position a guess.
+The same camera turns the body of a ``box_ray`` model (the shipped one; docs/protocols.md, orientation frame): such a
+model predicts the orientation relative to the ray through the person's track box, and the ray's direction comes
+from these intrinsics, so a faithful camera also gives a faithful orientation. Without an image size the principal
+point is only a guess: the body is then not turned (the person is taken to be on the optical axis; ``summary.json``
+records ``turned_by_ray``).
 
 **Outputs** (per track, in ``OUT/person_<id>/``): ``viewer.html`` (the animated mesh in any browser, offline:
 :mod:`mesh.vis.viewer`), ``result.npz`` (:mod:`mesh.io.export` result keys: SMPL
@@ -79,7 +84,7 @@ import roma
 import torch
 
 from mesh.inference.camera import Intrinsics, intrinsics_for, place_in_camera
-from mesh.inference.predict import TrackPrediction, predict_track, repose
+from mesh.inference.predict import TrackPrediction, predict_track, repose, to_camera_frame
 from mesh.io.keypoints import FORMATS, KeypointsError, Track, read_keypoints
 from motion.data.transforms import normalisation_of, normalize_2d, normalize_box, track_box
 
@@ -450,6 +455,9 @@ def run_inference(keypoints: str | Path, checkpoint: str | Path, out: str | Path
         camera = camera_for(first.image_size, all_kp, opt.focal, opt.fov)  # one video, one camera for all tracks
     except ValueError as err:
         raise InferError(f"--focal / --fov: {err}") from None
+    # Without the image size the principal point is a guess, and turning by a ray from a guessed centre does more
+    # harm than good: the person is then taken to be on the optical axis (the box_ray output is used as it is).
+    turn_by_ray = model.orientation != "camera" and first.image_size is not None
     timings["read"] = time.perf_counter() - t0
 
     if opt.render:
@@ -468,6 +476,9 @@ def run_inference(keypoints: str | Path, checkpoint: str | Path, out: str | Path
             t0 = time.perf_counter()
             pred = predict_track(model, inputs[tid], clip_len=clip_len, stride=stride, flip_test=opt.flip_test,
                                  batch_size=opt.batch_size)
+            if turn_by_ray:  # box_ray: the orientation is relative to the ray through the person's box
+                centre, _ = track_box(f.keypoints[..., :2].astype(np.float64), f.keypoints[..., 2], fps)
+                pred = to_camera_frame(model, pred, centre, camera.matrix)
             timings["network"] += time.perf_counter() - t0
 
             t0 = time.perf_counter()
@@ -547,8 +558,9 @@ def run_inference(keypoints: str | Path, checkpoint: str | Path, out: str | Path
         summary = {
             "keypoints": str(keypoints), "checkpoint": str(checkpoint), "format": first.source_format,
             "image_size": None if first.image_size is None else list(first.image_size), "fps": fps,
-            "normalisation": norm, "clip_len": clip_len, "stride": stride, "flip_test": opt.flip_test,
-            "shape": opt.shape, "smooth": opt.smooth, "device": str(device),
+            "normalisation": norm, "orientation": model.orientation, "turned_by_ray": turn_by_ray,
+            "clip_len": clip_len, "stride": stride,
+            "flip_test": opt.flip_test, "shape": opt.shape, "smooth": opt.smooth, "device": str(device),
             "camera": {**{k: round(float(v), 3) for k, v in asdict(camera).items() if k != "assumed"},
                        "focal_assumed": camera.assumed, "image_size_assumed": first.image_size is None},
             "options": {k: v for k, v in asdict(opt).items() if k != "timings"},

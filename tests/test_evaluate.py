@@ -70,6 +70,8 @@ def test_reports_under_both_protocols(mesh_checkpoint: Path, synthetic_data: dic
 class _FixedPose(nn.Module):
     """Predicts the same pose for every frame, whatever the input (to check the flip-test plumbing)."""
 
+    orientation = "camera"  # the frame of the global orientation (mesh.network.model.ORIENTATIONS)
+
     def __init__(self, rotmats: torch.Tensor) -> None:
         super().__init__()
         self.body = load_body_model()

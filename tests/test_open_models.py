@@ -83,7 +83,8 @@ def test_shipped_mesh_model_follows_the_motion_of_unseen_tracks(synthetic_data: 
     """The shipped mesh model on test tracks it never saw, exported as detector JSON and read back by mesh.infer
     (the default checkpoint): its per-frame joints explain most of the ground-truth motion, and its MPVE on the test
     split is far below the untrained mean pose's (about 230 mm on this data). Observed: R^2 0.861, MPVE 89.4 mm,
-    PA-MPJPE 37.8 mm with the stage-3 model; 0.858, 90.8 mm, 36.6 mm after stage 4 (generator version 3 data)."""
+    PA-MPJPE 37.8 mm with the stage-3 model; 0.858, 90.8 mm, 36.6 mm after stage 4 (generator version 3 data); 0.881,
+    75.0 mm, 33.9 mm after stage 5 (box_ray orientation frame)."""
     from mesh.data.mesh_data import read_mesh_split
     from mesh.evaluation.protocol import evaluate_mesh, get_protocol
     from motion.data.transforms import normalisation_of

@@ -12,7 +12,7 @@ camera; the synthetic and converted files state theirs in ``meta['normalisation_
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +20,8 @@ import torch
 from torch.utils.data import Dataset
 
 from body_models import SMPL24, safe_load_pickle
-from body_models.rotations import flip_axis_angle
+from body_models.rotations import axis_angle_to_rotmat, flip_axis_angle, rotmat_to_axis_angle
+from mesh.inference.camera import ray_rotations
 from motion.data.checks import check_finite, require_per_frame
 from motion.data.clips import clip_indices
 from motion.data.lifting import H36M_CAMERA_SIZES
@@ -47,6 +48,8 @@ class MeshSplit:
         intrinsics: (N, 3, 3) camera matrices (``cam_intrinsics``), or None when the file has none.
         detector_format: (N,) the detector's own joint order (``coco17``, ``halpe26``; ``h36m17`` when the file does
             not say): what test-time refinement converts the body's keypoints through.
+        box_centre: (N, 2) pixels, the track-box centre of the ``track_box`` normalisation (None under ``image``):
+            where the ray of the ``box_ray`` orientation frame passes.
     """
 
     inputs: np.ndarray
@@ -58,6 +61,7 @@ class MeshSplit:
     keypoints_px: np.ndarray | None = None
     intrinsics: np.ndarray | None = None
     detector_format: np.ndarray | None = None
+    box_centre: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.source)
@@ -70,7 +74,7 @@ class MeshSplit:
         return MeshSplit(inputs=self.inputs[keep], pose=self.pose[keep], shape=self.shape[keep],
                          source=self.source[keep], gender=self.gender[keep], name=self.name,
                          keypoints_px=pick(self.keypoints_px), intrinsics=pick(self.intrinsics),
-                         detector_format=pick(self.detector_format))
+                         detector_format=pick(self.detector_format), box_centre=pick(self.box_centre))
 
 
 def _resolution(raw: dict, meta: dict, res: tuple[int, int] | None, n: int, where: str) -> tuple[np.ndarray, ...]:
@@ -132,6 +136,7 @@ def read_mesh_split(path: str | Path, split: str, res: tuple[int, int] | list[in
     for key, arr in (("joint_2d", j2d), ("confidence", conf), ("smpl_pose", pose), ("smpl_shape", shape)):
         check_finite(arr, key, source, where, MeshDataError)
     conf = np.clip(conf, 0, 1)
+    centre = None
     if norm == "track_box":
         centre, scale = track_box_per_frame(j2d, conf, source, float((data.get("meta") or {}).get("fps", 30.0)))
         uv = normalize_box(j2d, centre, scale)
@@ -149,7 +154,25 @@ def read_mesh_split(path: str | Path, split: str, res: tuple[int, int] | list[in
     return MeshSplit(inputs=inputs.astype(np.float32), pose=pose.astype(np.float32),
                      shape=shape.astype(np.float32), source=source, gender=gender, name=where,
                      keypoints_px=np.concatenate([j2d, conf[..., None]], axis=-1).astype(np.float32),
-                     intrinsics=intrinsics, detector_format=fmt)
+                     intrinsics=intrinsics, detector_format=fmt, box_centre=centre)
+
+
+def in_box_ray_frame(split: MeshSplit) -> MeshSplit:
+    """``split`` with its ground-truth global orientation relative to the ray through each frame's track-box centre
+    (the ``box_ray`` frame of :data:`mesh.network.model.ORIENTATIONS`): ``R_ray^T @ R_camera``, the training target
+    of a ``box_ray`` model.
+
+    Raises:
+        MeshDataError: the split has no ``cam_intrinsics`` or was not read with the ``track_box`` normalisation.
+    """
+    if split.intrinsics is None or split.box_centre is None:
+        missing = "cam_intrinsics" if split.intrinsics is None else "the track_box normalisation"
+        raise MeshDataError(f"{split.name}: the box_ray orientation frame needs {missing}")
+    ray = torch.from_numpy(ray_rotations(split.box_centre, split.intrinsics))
+    orient = axis_angle_to_rotmat(torch.from_numpy(split.pose[:, :3]).double())
+    pose = split.pose.copy()
+    pose[:, :3] = rotmat_to_axis_angle(ray.transpose(1, 2) @ orient).float().numpy()
+    return replace(split, pose=pose)
 
 
 def flip_smpl_pose(pose: torch.Tensor) -> torch.Tensor:

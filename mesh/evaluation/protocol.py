@@ -26,7 +26,7 @@ from body_models import BodyModel
 from body_models.rotations import pose_to_rotmats
 from mesh.data.mesh_data import MeshSplit
 from mesh.evaluation.metrics import JOINT_SUBSETS, accel_error, center, mpjpe, mpve, pa_mpjpe, pa_mpve
-from mesh.inference.predict import predict_track
+from mesh.inference.predict import predict_track, to_camera_frame
 from mesh.inference.refine import RefineOptions, refine_track
 from mesh.network.model import MeshRecovery, pose_body
 from motion.data.clips import track_bounds
@@ -131,6 +131,12 @@ def evaluate_mesh(model: MeshRecovery, split: MeshSplit, protocol: Protocol, gt_
         raise ValueError(f"vertex counts differ: model body {model.body.num_vertices}, ground-truth body "
                          f"{gt_bodies['neutral'].num_vertices} (use the body model the network was trained with)")
     regressor, notes = _joint_regressor(protocol, spin_regressor, model.body.num_vertices)
+    if model.orientation != "camera" and (split.intrinsics is None or split.box_centre is None):
+        raise ValueError(f"{split.name}: the model predicts the orientation relative to the ray through the "
+                         "person's box (box_ray): the data needs cam_intrinsics and the track_box normalisation")
+    if model.orientation != "camera":
+        notes.add("box_ray model: predictions turned into the camera frame with the data's cam_intrinsics "
+                  "(docs/protocols.md, orientation frame)")
     if refine is not None:
         if split.intrinsics is None or split.keypoints_px is None:
             raise ValueError(f"{split.name}: no cam_intrinsics: test-time refinement needs the camera")
@@ -146,6 +152,8 @@ def evaluate_mesh(model: MeshRecovery, split: MeshSplit, protocol: Protocol, gt_
     for start, end in track_bounds(split.source):
         pred = predict_track(model, split.inputs[start:end], protocol.clip_len, stride, protocol.flip, batch_size,
                              blend, autocast_dtype)
+        pred = to_camera_frame(model, pred, None if split.box_centre is None else split.box_centre[start:end],
+                               None if split.intrinsics is None else split.intrinsics[start:end])
         if refine is not None:
             pred, _ = refine_track(pred, model.body, split.keypoints_px[start:end], split.intrinsics[start],
                                    str(split.detector_format[start]), refine)

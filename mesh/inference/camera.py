@@ -68,6 +68,27 @@ def intrinsics_for(width: float, height: float, focal: float | None = None, fov_
     return Intrinsics(float(focal), width / 2, height / 2, float(width), float(height), assumed)
 
 
+def ray_rotations(points_px: np.ndarray, K: np.ndarray) -> np.ndarray:
+    """``(N, 3, 3)`` rotations that turn the optical axis onto the viewing ray through each of ``points_px (N, 2)``.
+
+    The smallest such rotation (about the axis ``z x ray``). ``K`` is one ``(3, 3)`` camera or one per point
+    ``(N, 3, 3)``. Used for the ``box_ray`` orientation frame (:mod:`mesh.network.model`): a network that sees the
+    person through a box around them cannot know where the box lies in the image, so it predicts the body's
+    orientation relative to the ray through the box centre, and this rotation puts it back in the camera frame.
+    """
+    pts = np.asarray(points_px, dtype=np.float64).reshape(-1, 2)
+    K = np.broadcast_to(np.asarray(K, dtype=np.float64), (len(pts), 3, 3))
+    homog = np.concatenate([pts, np.ones((len(pts), 1))], axis=1)
+    ray = np.linalg.solve(K, homog[..., None])[..., 0]
+    ray /= np.linalg.norm(ray, axis=1, keepdims=True)
+    # Rodrigues for z -> ray: R = I + [a]x + [a]x^2 / (1 + cos), a = z x ray (|a| = sin); the ray has z > 0.
+    a = np.stack([-ray[:, 1], ray[:, 0], np.zeros(len(ray))], axis=1)
+    cross = np.zeros((len(ray), 3, 3))
+    cross[:, 0, 2], cross[:, 1, 2] = a[:, 1], -a[:, 0]
+    cross[:, 2, 0], cross[:, 2, 1] = -a[:, 1], a[:, 0]
+    return np.eye(3) + cross + cross @ cross / (1.0 + ray[:, 2])[:, None, None]
+
+
 def project(points: np.ndarray, K: np.ndarray) -> np.ndarray:
     """Pinhole projection of camera-frame points ``(..., 3)`` (metres, z forward) to pixels ``(..., 2)``."""
     z = np.maximum(points[..., 2:3], 1e-6)

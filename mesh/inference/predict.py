@@ -19,6 +19,7 @@ import roma
 import torch
 
 from body_models import SMPL24, BodyModel
+from mesh.inference.camera import ray_rotations
 from mesh.network.model import MeshOutput, MeshRecovery, pose_body
 from motion.data.clips import clip_indices
 from motion.data.transforms import flip_h36m
@@ -111,6 +112,38 @@ def predict_track(model: MeshRecovery, inputs: np.ndarray, clip_len: int, stride
     return TrackPrediction(rotmats=roma.special_procrustes(mean["rotmats"]), betas=mean["betas"],
                            vertices=mean["vertices"], joints_h36m=mean["joints_h36m"],
                            joints_smpl=mean["joints_smpl"])
+
+
+def rotate_prediction(pred: TrackPrediction, rotations: torch.Tensor) -> TrackPrediction:
+    """Turn each frame's body by ``rotations (N, 3, 3)`` about its pelvis: the global orientation becomes ``R @ R0``.
+
+    Exact for pelvis-centred predictions (turning the root turns every vertex and joint about the root, and the
+    re-centring on the pelvis then leaves ``R @ v``)."""
+    r = rotations.to(pred.rotmats)
+    rotmats = pred.rotmats.clone()
+    rotmats[:, 0] = r @ rotmats[:, 0]
+    def turn(points: torch.Tensor) -> torch.Tensor:  # (N, P, 3): R_n @ p for every point of frame n
+        return torch.einsum("nij,npj->npi", r, points)
+
+    return TrackPrediction(rotmats=rotmats, betas=pred.betas, vertices=turn(pred.vertices),
+                           joints_h36m=turn(pred.joints_h36m), joints_smpl=turn(pred.joints_smpl))
+
+
+def to_camera_frame(model: MeshRecovery, pred: TrackPrediction, box_centre_px: np.ndarray | None,
+                    K: np.ndarray | None) -> TrackPrediction:
+    """A track's prediction in the camera's orientation: unchanged for ``camera`` models; for ``box_ray`` models
+    (:data:`mesh.network.model.ORIENTATIONS`) turned by the ray through the track-box centre ``box_centre_px (N, 2)``
+    of camera ``K`` (``(3, 3)`` or ``(N, 3, 3)``).
+
+    Raises:
+        ValueError: a ``box_ray`` model without the box centres or the camera.
+    """
+    if model.orientation == "camera":
+        return pred
+    if box_centre_px is None or K is None:
+        raise ValueError("the model predicts the orientation relative to the ray through the person's box "
+                         "(box_ray): it needs the camera intrinsics and the track-box normalisation")
+    return rotate_prediction(pred, torch.from_numpy(ray_rotations(box_centre_px, K)).float())
 
 
 def repose(body: BodyModel, rotmats: torch.Tensor, betas: torch.Tensor, chunk: int = 256) -> TrackPrediction:

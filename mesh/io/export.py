@@ -182,11 +182,13 @@ def sequence_results(model: Any, body: BodyModel, split: Any, name: str, fps: fl
     """Prediction and ground truth of track ``name`` of a :class:`mesh.data.mesh_data.MeshSplit`, as results
     (root-relative, as evaluated; whole track in windows of ``clip_len`` with stride ``clip_len // 2``, flip test)."""
     from body_models.rotations import axis_angle_to_rotmat
-    from mesh.inference.predict import predict_track
+    from mesh.inference.predict import predict_track, to_camera_frame
     from mesh.network.model import pose_body
 
     sel = split.source == name
     pred = predict_track(model, split.inputs[sel], clip_len=clip_len, stride=max(1, clip_len // 2), flip_test=True)
+    pred = to_camera_frame(model, pred, None if split.box_centre is None else split.box_centre[sel],
+                           None if split.intrinsics is None else split.intrinsics[sel])
     result = result_from_prediction(pred, body, fps=fps, keypoints_2d=split.inputs[sel])
     dev = body.v_template.device
     rot = axis_angle_to_rotmat(torch.from_numpy(split.pose[sel]).reshape(-1, 24, 3))[None].float().to(dev)

@@ -23,7 +23,7 @@ import torch
 
 from body_models import BodyModel, MeanParams, load_body_model
 from mesh.network.head import HeadConfig
-from mesh.network.model import MeshRecovery
+from mesh.network.model import MeshRecovery, orientation_of
 from motion.checkpoint import (
     BACKBONE_FORMAT,
     CheckpointError,
@@ -101,6 +101,10 @@ def load_mesh_model(path: str | Path, body: BodyModel | None = None, map_locatio
     try:
         load_state_strict(model, obj["state_dict"])
     except CheckpointError as err:
+        raise CheckpointError(f"{path}: {err}") from None
+    try:
+        model.orientation = orientation_of(obj.get("metadata"))
+    except ValueError as err:
         raise CheckpointError(f"{path}: {err}") from None
     return model.to(map_location).eval(), obj
 

@@ -49,12 +49,30 @@ def pose_body(body: BodyModel, rotmats: torch.Tensor, betas: torch.Tensor,
                       vertex_ids=None if vertex_ids is None else vertex_ids.to(out.vertices.device, torch.long))
 
 
+# The frame of the predicted global orientation. 'camera': the camera's own (MotionBERT; right for inputs that show
+# where the person is in the image). 'box_ray': relative to the viewing ray through the person's track-box centre
+# (mesh.inference.camera.ray_rotations puts it back in the camera frame), for track-box inputs, which hide where the
+# box is: a person off the image centre is seen turned by the angle of that ray, and only that much is learnable.
+ORIENTATIONS = ("camera", "box_ray")
+
+
+def orientation_of(metadata: dict | None) -> str:
+    """The orientation frame a mesh checkpoint's metadata records (files without the record: ``camera``)."""
+    value = (metadata or {}).get("orientation", "camera")
+    if value not in ORIENTATIONS:
+        raise ValueError(f"unknown orientation frame {value!r} (known: {', '.join(ORIENTATIONS)})")
+    return str(value)
+
+
 class MeshRecovery(nn.Module):
     """``backbone`` (any registered encoder) + ``head`` (:class:`SMPLHead`) + ``body`` (:class:`BodyModel`).
 
     The body model's arrays are non-persistent buffers: checkpoints hold the network only, and record which body
-    model it was trained with in their metadata.
+    model it was trained with in their metadata. ``orientation`` is the frame of the predicted global orientation
+    (:data:`ORIENTATIONS`; recorded in the checkpoint's metadata).
     """
+
+    orientation: str = "camera"
 
     def __init__(self, backbone: nn.Module, body: BodyModel, mean: MeanParams,
                  head_config: HeadConfig | None = None) -> None:
