@@ -81,6 +81,9 @@ def render_from_checkpoint(checkpoint: str | Path, data: str | Path, out_dir: st
     body = load_body_model()
     model, ckpt = load_mesh_model(checkpoint, body)
     ms = read_mesh_split(data, split, norm=normalisation_of(ckpt["metadata"]))
+    if model.orientation != "camera" and ms.intrinsics is None:
+        raise RenderError(f"{data} [{split}]: no cam_intrinsics: {checkpoint} predicts the orientation relative to "
+                          "the ray through the person's box (box_ray) and needs the camera to turn it back")
     names = list(dict.fromkeys(ms.source.tolist()))
     if sequence is not None:
         if sequence not in names:

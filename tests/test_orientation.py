@@ -8,6 +8,7 @@ turned by the angle of the viewing ray. ``box_ray`` models predict the orientati
 from __future__ import annotations
 
 import math
+import pickle
 from dataclasses import replace
 from pathlib import Path
 
@@ -101,3 +102,38 @@ def test_the_shipped_model_is_box_ray_and_the_ray_matters(synthetic_data: dict[s
 
     with pytest.raises(ValueError, match="box_ray"):
         evaluate_mesh(model, replace(split, intrinsics=None), get_protocol("motionbert"), {"neutral": model.body})
+
+
+def test_render_refuses_data_without_a_camera_in_one_line(synthetic_data: dict[str, Path], tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    from body_models import safe_load_pickle
+    from mesh.render import main as render_main
+
+    data = safe_load_pickle(synthetic_data["mesh"])
+    del data["test"]["cam_intrinsics"]
+    path = tmp_path / "no_camera.pkl"
+    path.write_bytes(pickle.dumps({"meta": data["meta"], "test": data["test"]}))
+    assert render_main(["--data", str(path), "--split", "test", "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "no cam_intrinsics" in err and "box_ray" in err, err
+    assert not (tmp_path / "out").exists()
+
+
+def test_finetuning_in_the_ray_frame_needs_track_box_inputs_and_a_camera(synthetic_data: dict[str, Path],
+                                                                         tmp_path: Path,
+                                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    from body_models import safe_load_pickle
+    from mesh.finetune import main as finetune_main
+
+    mesh = synthetic_data["mesh"]
+    data = safe_load_pickle(mesh)
+    del data["train"]["cam_intrinsics"]
+    no_camera = tmp_path / "no_camera.pkl"
+    no_camera.write_bytes(pickle.dumps(data))
+    base = ["--out-dir", str(tmp_path), "model.encoder={variant: XS, depth: 1}", "model.orientation=box_ray",
+            "loop.epochs=1", "loop.max_steps_per_epoch=1", "data.test=null"]
+    for path, extra, cause in ((mesh, ["data.norm=image"], "track_box"), (no_camera, [], "cam_intrinsics")):
+        files = [f"data.train=[{{path: {path}, split: train}}]", f"data.validation={{path: {path}, split: validation}}"]
+        assert finetune_main([*base, *files, *extra, "--name", cause]) == 2
+        err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+        assert len(err) == 1 and cause in err[0] and "box_ray" in err[0], err
