@@ -31,6 +31,7 @@ from tqdm import tqdm
 from body_models import BodyModel, BodyModelFileError, load_body_model, load_spin_regressor
 from mesh.data.mesh_data import MeshDataError, MeshSplit, read_mesh_split
 from mesh.evaluation.protocol import PROTOCOLS, MeshEvaluation, Protocol, evaluate_mesh, get_protocol
+from mesh.inference.predict import require_camera_inputs
 from mesh.inference.refine import RefineOptions
 from mesh.network.checkpoint import load_mesh_model
 from mesh.network.model import MeshRecovery
@@ -184,9 +185,7 @@ def main(argv: list[str] | None = None) -> int:
         split = read_mesh_split(data, args.split, args.res, require_gt=True, norm=norm)
         if args.refine and split.intrinsics is None:
             raise ValueError(f"{split.name}: no cam_intrinsics: --refine needs the camera")
-        if model.orientation != "camera" and split.intrinsics is None:
-            raise ValueError(f"{split.name}: no cam_intrinsics: {args.checkpoint} predicts the orientation relative "
-                             "to the ray through the person's box (box_ray) and needs the camera to turn it back")
+        require_camera_inputs(model, split)
     except (BodyModelFileError, CheckpointError, MeshDataError, ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -71,6 +71,7 @@ def render_from_checkpoint(checkpoint: str | Path, data: str | Path, out_dir: st
     test) and write ``DIR/<track>.mp4`` (ground truth | prediction) plus ``DIR/<track>.npz`` (the prediction)."""
     from body_models import load_body_model
     from mesh.data.mesh_data import read_mesh_split
+    from mesh.inference.predict import require_camera_inputs
     from mesh.io.export import save_result, sequence_results
     from mesh.network.checkpoint import load_mesh_model
     from motion.data.transforms import normalisation_of
@@ -81,9 +82,10 @@ def render_from_checkpoint(checkpoint: str | Path, data: str | Path, out_dir: st
     body = load_body_model()
     model, ckpt = load_mesh_model(checkpoint, body)
     ms = read_mesh_split(data, split, norm=normalisation_of(ckpt["metadata"]))
-    if model.orientation != "camera" and ms.intrinsics is None:
-        raise RenderError(f"{data} [{split}]: no cam_intrinsics: {checkpoint} predicts the orientation relative to "
-                          "the ray through the person's box (box_ray) and needs the camera to turn it back")
+    try:
+        require_camera_inputs(model, ms)
+    except ValueError as err:
+        raise RenderError(str(err)) from None
     names = list(dict.fromkeys(ms.source.tolist()))
     if sequence is not None:
         if sequence not in names:

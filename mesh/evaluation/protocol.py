@@ -26,7 +26,7 @@ from body_models import BodyModel
 from body_models.rotations import pose_to_rotmats
 from mesh.data.mesh_data import MeshSplit
 from mesh.evaluation.metrics import JOINT_SUBSETS, accel_error, center, mpjpe, mpve, pa_mpjpe, pa_mpve
-from mesh.inference.predict import predict_track, to_camera_frame
+from mesh.inference.predict import predict_track, require_camera_inputs, to_camera_frame
 from mesh.inference.refine import RefineOptions, refine_track
 from mesh.network.model import MeshRecovery, pose_body
 from motion.data.clips import track_bounds
@@ -131,9 +131,7 @@ def evaluate_mesh(model: MeshRecovery, split: MeshSplit, protocol: Protocol, gt_
         raise ValueError(f"vertex counts differ: model body {model.body.num_vertices}, ground-truth body "
                          f"{gt_bodies['neutral'].num_vertices} (use the body model the network was trained with)")
     regressor, notes = _joint_regressor(protocol, spin_regressor, model.body.num_vertices)
-    if model.orientation != "camera" and (split.intrinsics is None or split.box_centre is None):
-        raise ValueError(f"{split.name}: the model predicts the orientation relative to the ray through the "
-                         "person's box (box_ray): the data needs cam_intrinsics and the track_box normalisation")
+    require_camera_inputs(model, split)
     if model.orientation != "camera":
         notes.add("box_ray model: predictions turned into the camera frame with the data's cam_intrinsics "
                   "(docs/protocols.md, orientation frame)")

@@ -19,6 +19,7 @@ import roma
 import torch
 
 from body_models import SMPL24, BodyModel
+from mesh.data.mesh_data import MeshSplit
 from mesh.inference.camera import ray_rotations
 from mesh.network.model import MeshOutput, MeshRecovery, pose_body
 from motion.data.clips import clip_indices
@@ -144,6 +145,24 @@ def to_camera_frame(model: MeshRecovery, pred: TrackPrediction, box_centre_px: n
         raise ValueError("the model predicts the orientation relative to the ray through the person's box "
                          "(box_ray): it needs the camera intrinsics and the track-box normalisation")
     return rotate_prediction(pred, torch.from_numpy(ray_rotations(box_centre_px, K)).float())
+
+
+def require_camera_inputs(model: MeshRecovery, split: MeshSplit) -> None:
+    """Check that ``split`` carries what :func:`to_camera_frame` needs for ``model`` (nothing for ``camera`` models).
+
+    Raises:
+        ValueError: one line naming the split and what is missing.
+    """
+    if model.orientation == "camera":
+        return
+    if split.intrinsics is None:
+        missing = "no cam_intrinsics"
+    elif split.box_centre is None:
+        missing = "not read with the track_box normalisation"
+    else:
+        return
+    raise ValueError(f"{split.name}: {missing}: the model predicts the orientation relative to the ray through the "
+                     "person's box (box_ray) and needs the camera to turn it back")
 
 
 def repose(body: BodyModel, rotmats: torch.Tensor, betas: torch.Tensor, chunk: int = 256) -> TrackPrediction:
