@@ -59,6 +59,10 @@ class ModelSection:
     encoder: dict[str, Any] = field(default_factory=lambda: {"variant": "XS"})
     recompute_blocks: int = 0  # training memory for time: these first blocks recompute activations in backward
     recompute_mlp: bool = False  # training memory for time: every MLP branch recomputes its hidden layer
+    # Start from this backbone file's weights instead of a random initialisation (continued pretraining); its
+    # architecture and encoder config must be the ones above. A mesh model's encoder is exported to a backbone file
+    # with ``python -m mesh.network.checkpoint --encoder-of MESH.pt --out FILE.pt``.
+    init: str | None = None
 
 
 @dataclass
@@ -150,6 +154,8 @@ class LiftingTask(Task):
         self.test_set = LiftingClips(self.test_split, T, cfg.data.test_stride or T)
         torch.manual_seed(cfg.seed)  # identical initial weights on every rank
         self.model = build_encoder(cfg.model.arch, cfg.model.encoder).to(env.device)
+        if cfg.model.init is not None:
+            self.init_from(cfg.model.init)
         try:
             set_recompute_blocks(self.model, cfg.model.recompute_blocks)
             set_recompute_mlp(self.model, cfg.model.recompute_mlp)
@@ -157,6 +163,14 @@ class LiftingTask(Task):
             raise ConfigError(f"model.{err}") from None
         self.optimizer = adamw(self.model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.ExponentialLR(self.optimizer, gamma=cfg.optim.lr_decay)
+
+    def init_from(self, path: str) -> None:
+        """Load the weights of the backbone file ``path`` (same architecture and encoder config) into the model."""
+        start, info = load_backbone(path, map_location=self.env.device)
+        if info.arch != self.cfg.model.arch or start.config != self.model.config:
+            raise ConfigError(f"model.init: {info.path} holds a '{info.arch}' encoder with config {info.config}, "
+                              f"which differs from this run's model.arch / model.encoder")
+        self.model.load_state_dict(start.state_dict())
 
     def num_batches(self, epoch: int) -> int:
         return len(self.train_set) // self.env.world // self.cfg.optim.batch_size

@@ -42,27 +42,27 @@ def _finetune(out: Path, name: str, synthetic: dict[str, Path], *extra: str) -> 
 
 def test_finetuning_from_the_shipped_encoder_beats_the_untrained_head_and_a_random_backbone(
         synthetic_data: dict[str, Path], tmp_path: Path) -> None:
-    """Two short epochs (80 steps of 8 clips) from the shipped encoder (models/ssrstf.pt, found by its bare name as
+    """One short epoch (40 steps of 8 clips) from the shipped encoder (models/ssrstf.pt, found by its bare name as
     in the README) and from a random encoder of the same size, same budget, recipe and seed.
 
-    Observed (generator version 3): validation MPVE untrained head 364.3 mm, from the shipped encoder 248.7 mm, from
-    a random encoder 276.6 mm (a 28 mm lead); R^2 of the ground-truth motion of test tracks read back through
-    mesh.infer: 0.120 vs 0.054 (untrained -0.001). 80 steps teach the fresh head little of the motion either way
-    (the shipped mesh model, trained longer, explains over half of it: tests/test_open_models.py). With the head's
-    learning rate on the encoder too (1e-3) the lead shrank to 12 mm.
+    Observed (generator version 3, the encoder's stage 2): validation MPVE untrained head 363.9 mm, from the shipped
+    encoder 243.6 mm, from a random encoder 285.9 mm (a 42 mm lead); R^2 of the ground-truth motion of test tracks
+    read back through mesh.infer: 0.234 vs 0.006 (untrained -0.002). (Stage 1 of the encoder, after 80 steps:
+    248.7 vs 276.6 mm, R^2 0.120 vs 0.054.) The shipped mesh model, trained longer, explains over half of the motion
+    (tests/test_open_models.py).
     """
     # The fine-tuning recipe of configs/mesh/open.yaml: the encoder learns 3x slower than the fresh head (at the
     # head's rate its early, large gradients wash out what the encoder learnt).
-    budget = ["loop.epochs=2", "loop.max_steps_per_epoch=40", "optim.lr_backbone=0.0003"]
+    budget = ["loop.epochs=1", "loop.max_steps_per_epoch=40", "optim.lr_backbone=0.0003"]
     untrained = _finetune(tmp_path, "untrained", synthetic_data, "--backbone=ssrstf.pt", "loop.epochs=1",
-                          "loop.max_steps_per_epoch=0")
+                          "loop.max_steps_per_epoch=0", "data.test=null")
     tuned = _finetune(tmp_path, "tuned", synthetic_data, "--backbone=ssrstf.pt", *budget)
     random = _finetune(tmp_path, "random", synthetic_data, f"model.encoder={SHIPPED_SIZE}", *budget, "data.test=null")
     before = untrained["validation"]["summary"]["mpve_mm"]
     after = tuned["validation"]["summary"]["mpve_mm"]
     from_random = random["validation"]["summary"]["mpve_mm"]
     assert after < 0.75 * before, (before, after)
-    assert after < from_random - 15, (after, from_random)
+    assert after < from_random - 25, (after, from_random)
     assert tuned["test"]["summary"]["frames"] > 0 and tuned["synthetic"] is False  # explicit paths were given
     ckpt = read_checkpoint(tmp_path / "tuned" / "best.pt")
     assert ckpt["metadata"]["backbone"]["path"] == "ssrstf.pt"
@@ -76,7 +76,7 @@ def test_finetuning_from_the_shipped_encoder_beats_the_untrained_head_and_a_rand
         for name in ("tuned", "untrained", "random"))
     print(f"observed: MPVE untrained {before:.1f}, shipped encoder {after:.1f}, random encoder {from_random:.1f}; "
           f"R^2 {tuned_r2:.3f} / {random_r2:.3f} / {untrained_r2:.3f}")
-    assert tuned_r2 > 0.05 and untrained_r2 < 0.02, (tuned_r2, untrained_r2)
+    assert tuned_r2 > 0.1 and untrained_r2 < 0.02, (tuned_r2, untrained_r2)
     assert tuned_r2 > random_r2, (tuned_r2, random_r2)
 
 

@@ -85,3 +85,34 @@ def test_micro_batches_give_the_same_lifting_training(synthetic_data: dict[str, 
     whole, pieces = run("whole"), run("pieces", "loop.micro_batches=3")
     assert pieces["train_loss"] == pytest.approx(whole["train_loss"], rel=1e-4)
     assert pieces["val_p1_mm"] == pytest.approx(whole["val_p1_mm"], rel=1e-4)
+
+
+def test_pretraining_continues_from_the_encoder_of_a_mesh_model(synthetic_data: dict[str, Path], tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """The shipped mesh model's encoder, exported as a backbone file, starts a lifting run (``model.init``): with
+    no training step the run's best.pt holds exactly those weights; an encoder of another size is refused in one
+    line."""
+    from mesh.network.checkpoint import main as checkpoint_cli
+    from motion.checkpoint import read_checkpoint
+    from motion.pretrain import main as pretrain
+
+    exported = tmp_path / "encoder.pt"
+    assert checkpoint_cli(["--encoder-of", "ssrstf_mesh.pt", "--out", str(exported)]) == 0
+    mesh = read_checkpoint(REPO / "models" / "ssrstf_mesh.pt")
+    encoder = read_checkpoint(exported)
+    assert encoder["metadata"]["normalisation"] == mesh["metadata"]["normalisation"]
+    assert len(encoder["state_dict"]) == sum(k.startswith("backbone.") for k in mesh["state_dict"])
+    for key, value in encoder["state_dict"].items():
+        assert torch.equal(value, mesh["state_dict"][f"backbone.{key}"].float()), key
+
+    common = ["--out-dir", str(tmp_path), f"data.path={synthetic_data['lifting']}", f"model.init={exported}",
+              "loop.epochs=1", "loop.max_steps_per_epoch=0", "device=cpu"]
+    assert pretrain(["--name", "cont", "model.encoder={variant: XS, dim_rep: 256}", *common]) == 0
+    best = read_checkpoint(tmp_path / "cont" / "best.pt")["state_dict"]
+    assert all(torch.equal(best[k], v) for k, v in encoder["state_dict"].items())
+    assert json.loads((tmp_path / "cont" / "metrics.json").read_text())["test"]["p2_mm"] > 0
+    capsys.readouterr()
+
+    assert pretrain(["--name", "other", "model.encoder={variant: XS, depth: 2}", *common]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: model.init:") and "\n" not in err, err

@@ -66,6 +66,12 @@ class MeshSplit:
     def __len__(self) -> int:
         return len(self.source)
 
+    def ray_inputs(self, frames: slice | np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """``(box_centre, intrinsics)`` of ``frames``, each None when the split lacks it: what
+        :func:`mesh.inference.predict.to_camera_frame` needs to turn a ``box_ray`` prediction."""
+        return (None if self.box_centre is None else self.box_centre[frames],
+                None if self.intrinsics is None else self.intrinsics[frames])
+
     def subset(self, keep: np.ndarray) -> MeshSplit:
         """The frames where ``keep`` is true (whole tracks, if ``keep`` selects by track)."""
         def pick(a: np.ndarray | None) -> np.ndarray | None:

@@ -150,8 +150,7 @@ def evaluate_mesh(model: MeshRecovery, split: MeshSplit, protocol: Protocol, gt_
     for start, end in track_bounds(split.source):
         pred = predict_track(model, split.inputs[start:end], protocol.clip_len, stride, protocol.flip, batch_size,
                              blend, autocast_dtype)
-        pred = to_camera_frame(model, pred, None if split.box_centre is None else split.box_centre[start:end],
-                               None if split.intrinsics is None else split.intrinsics[start:end])
+        pred = to_camera_frame(model, pred, *split.ray_inputs(slice(start, end)))
         if refine is not None:
             pred, _ = refine_track(pred, model.body, split.keypoints_px[start:end], split.intrinsics[start],
                                    str(split.detector_format[start]), refine)

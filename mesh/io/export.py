@@ -187,8 +187,7 @@ def sequence_results(model: Any, body: BodyModel, split: Any, name: str, fps: fl
 
     sel = split.source == name
     pred = predict_track(model, split.inputs[sel], clip_len=clip_len, stride=max(1, clip_len // 2), flip_test=True)
-    pred = to_camera_frame(model, pred, None if split.box_centre is None else split.box_centre[sel],
-                           None if split.intrinsics is None else split.intrinsics[sel])
+    pred = to_camera_frame(model, pred, *split.ray_inputs(sel))
     result = result_from_prediction(pred, body, fps=fps, keypoints_2d=split.inputs[sel])
     dev = body.v_template.device
     rot = axis_angle_to_rotmat(torch.from_numpy(split.pose[sel]).reshape(-1, 24, 3))[None].float().to(dev)

@@ -14,6 +14,8 @@ from its vertex count.
 
 from __future__ import annotations
 
+import argparse
+import sys
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -33,6 +35,7 @@ from motion.checkpoint import (
     load_state_strict,
     read_checkpoint,
     resolve_model_path,
+    save_backbone,
     unwrap_state_dict,
 )
 from motion.config import ConfigError, from_dict
@@ -170,3 +173,52 @@ def _load_motionbert_mesh(path: str | Path, obj: dict[str, Any], body: BodyModel
             "encoder_config": config_to_dict(encoder.config), "head_config": asdict(head_cfg),
             "state_dict": net_state, "metadata": metadata}
     return model.to(map_location).eval(), ckpt
+
+
+def export_encoder(path: str | Path, out: str | Path) -> Path:
+    """Write the encoder of the mesh model ``path`` as a backbone file (``motion.checkpoint`` format) at ``out``.
+
+    The encoder keeps its 3D-pose head (unused by the mesh model) and the 2D normalisation record, so the file can
+    continue lifting pretraining (``motion.pretrain model.init=OUT``) or start another mesh fine-tuning.
+    """
+    path = resolve_model_path(path)
+    obj = read_checkpoint(path, map_location="cpu")
+    if obj.get("format") != MESH_FORMAT:
+        raise CheckpointError(f"{path}: not a mesh-model checkpoint of this toolkit (format {obj.get('format')!r})")
+    try:
+        arch, cfg = obj["arch"], obj["encoder_config"]
+        state = {k[len("backbone."):]: v for k, v in float32_state(obj["state_dict"]).items()
+                 if k.startswith("backbone.")}
+        encoder = build_encoder(arch, encoder_config_from_dict(arch, cfg))
+    except (KeyError, TypeError, ValueError, ConfigError) as err:
+        raise CheckpointError(f"{path}: malformed mesh checkpoint ({type(err).__name__}: {err})") from None
+    try:
+        load_state_strict(encoder, state)
+    except CheckpointError as err:
+        raise CheckpointError(f"{path}: {err}") from None
+    meta = obj.get("metadata", {})
+    metadata = {"task": "encoder of a mesh model", "source": str(path),
+                **{k: meta[k] for k in ("normalisation", "synthetic", "epoch") if k in meta}}
+    save_backbone(out, encoder, arch, cfg, metadata)
+    return Path(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m mesh.network.checkpoint",
+        description="Export the encoder of a mesh model as a backbone file, e.g. to continue its lifting "
+                    "pretraining: python -m mesh.network.checkpoint --encoder-of models/ssrstf_mesh.pt --out enc.pt")
+    parser.add_argument("--encoder-of", required=True, help="mesh-model checkpoint")
+    parser.add_argument("--out", required=True, help="backbone file to write")
+    args = parser.parse_args(argv)
+    try:
+        out = export_encoder(args.encoder_of, args.out)
+    except CheckpointError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
