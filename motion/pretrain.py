@@ -33,7 +33,7 @@ from motion.checkpoint import CheckpointError, load_backbone, save_backbone
 from motion.config import ConfigError, load_config, to_dict
 from motion.data.clips import ClipBatches, batch_lists
 from motion.data.lifting import LiftingClips, LiftingDataError, LiftingSplit, read_lifting_split
-from motion.data.transforms import flip_h36m, normalisation_record
+from motion.data.transforms import flip_h36m, normalisation_of, normalisation_record
 from motion.encoders import build_encoder, count_parameters, set_recompute_blocks, set_recompute_mlp
 from motion.lifting_eval import evaluate_lifting
 from motion.metrics import mpjpe, n_mpjpe, velocity_error
@@ -170,6 +170,13 @@ class LiftingTask(Task):
         if info.arch != self.cfg.model.arch or start.config != self.model.config:
             raise ConfigError(f"model.init: {info.path} holds a '{info.arch}' encoder with config {info.config}, "
                               f"which differs from this run's model.arch / model.encoder")
+        try:
+            trained = normalisation_of(info.metadata)
+        except ValueError as err:
+            raise ConfigError(f"model.init: {info.path}: {err}") from None
+        if trained != self.cfg.data.norm:
+            raise ConfigError(f"model.init: {info.path} was trained with the '{trained}' 2D normalisation, this run "
+                              f"uses data.norm={self.cfg.data.norm}")
         self.model.load_state_dict(start.state_dict())
 
     def num_batches(self, epoch: int) -> int:

@@ -90,8 +90,8 @@ def test_micro_batches_give_the_same_lifting_training(synthetic_data: dict[str, 
 def test_pretraining_continues_from_the_encoder_of_a_mesh_model(synthetic_data: dict[str, Path], tmp_path: Path,
                                                                 capsys: pytest.CaptureFixture[str]) -> None:
     """The shipped mesh model's encoder, exported as a backbone file, starts a lifting run (``model.init``): with
-    no training step the run's best.pt holds exactly those weights; an encoder of another size is refused in one
-    line."""
+    no training step the run's best.pt holds exactly those weights; an encoder of another size, or another 2D
+    normalisation than the file's, is refused in one line."""
     from mesh.network.checkpoint import main as checkpoint_cli
     from motion.checkpoint import read_checkpoint
     from motion.pretrain import main as pretrain
@@ -113,6 +113,9 @@ def test_pretraining_continues_from_the_encoder_of_a_mesh_model(synthetic_data: 
     assert json.loads((tmp_path / "cont" / "metrics.json").read_text())["test"]["p2_mm"] > 0
     capsys.readouterr()
 
-    assert pretrain(["--name", "other", "model.encoder={variant: XS, depth: 2}", *common]) == 2
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("error: model.init:") and "\n" not in err, err
+    for name, wrong in (("size", "model.encoder={variant: XS, depth: 2}"), ("norm", "data.norm=image")):
+        args = ["model.encoder={variant: XS, dim_rep: 256}", *common, wrong]
+        assert pretrain(["--name", name, *args]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error: model.init:") and "\n" not in err, err
+        assert ("config" if name == "size" else "normalisation") in err, err
