@@ -141,7 +141,7 @@ class LiftingTask(Task):
 
     selection_key = "val_p1_mm"
 
-    def __init__(self, cfg: PretrainConfig, env: DistEnv) -> None:
+    def __init__(self, cfg: PretrainConfig, env: DistEnv, load_init: bool = True) -> None:
         self.cfg, self.env = cfg, env
         self.data_path = resolve_data_path(cfg.data)
         train_all = read_lifting_split(self.data_path, "train", norm=cfg.data.norm)
@@ -154,7 +154,7 @@ class LiftingTask(Task):
         self.test_set = LiftingClips(self.test_split, T, cfg.data.test_stride or T)
         torch.manual_seed(cfg.seed)  # identical initial weights on every rank
         self.model = build_encoder(cfg.model.arch, cfg.model.encoder).to(env.device)
-        if cfg.model.init is not None:
+        if cfg.model.init is not None and load_init:
             self.init_from(cfg.model.init)
         try:
             set_recompute_blocks(self.model, cfg.model.recompute_blocks)
@@ -226,7 +226,9 @@ def run(cfg: PretrainConfig, out: Path, resume: bool) -> dict[str, Any]:
     """Train, select by validation, evaluate the best checkpoint on the test split; write ``metrics.json``."""
     env = DistEnv(cfg.device)
     start_run(env, out, resume, cfg)
-    task = LiftingTask(cfg, env)
+    # A resumed run takes its weights from last.pt: the model.init file was read when the run began and need not
+    # exist any more.
+    task = LiftingTask(cfg, env, load_init=not (resume and (out / "last.pt").exists()))
     if env.main:
         label = " (synthetic, not Human3.6M)" if cfg.data.path is None else ""
         print(f"{cfg.model.arch} {count_parameters(task.model) / 1e6:.2f}M params on {env.device}, world size "

@@ -91,7 +91,7 @@ def test_pretraining_continues_from_the_encoder_of_a_mesh_model(synthetic_data: 
                                                                 capsys: pytest.CaptureFixture[str]) -> None:
     """The shipped mesh model's encoder, exported as a backbone file, starts a lifting run (``model.init``): with
     no training step the run's best.pt holds exactly those weights; an encoder of another size, or another 2D
-    normalisation than the file's, is refused in one line."""
+    normalisation than the file's, is refused in one line; a resumed run does not read the init file again."""
     from mesh.network.checkpoint import main as checkpoint_cli
     from motion.checkpoint import read_checkpoint
     from motion.pretrain import main as pretrain
@@ -119,3 +119,10 @@ def test_pretraining_continues_from_the_encoder_of_a_mesh_model(synthetic_data: 
         err = capsys.readouterr().err.strip()
         assert err.startswith("error: model.init:") and "\n" not in err, err
         assert ("config" if name == "size" else "normalisation") in err, err
+
+    # Resuming takes the weights from last.pt: the init file is not read again (here it is gone).
+    exported.unlink()
+    resumed = [arg.replace("loop.epochs=1", "loop.epochs=2") for arg in common]
+    assert pretrain(["--name", "cont", "--resume", "model.encoder={variant: XS, dim_rep: 256}", *resumed]) == 0
+    best = read_checkpoint(tmp_path / "cont" / "best.pt")["state_dict"]
+    assert all(torch.equal(best[k], v) for k, v in encoder["state_dict"].items())
