@@ -136,10 +136,11 @@ def test_alphapose_halpe26(tmp_path: Path) -> None:
 
 
 def test_alphapose_untracked_nested_idx(tmp_path: Path) -> None:
-    """AlphaPose without --pose_track writes ``idx`` as a nested list: not a track id."""
+    """AlphaPose without --pose_track writes ``idx`` as the list of merged detections, flat ([0.0]) or nested after
+    pose NMS ([[0.0], [0.0]]), both in one file (as in real output): neither is a track id."""
+    idx = ([0.0], [[0.0], [0.0]], [1.0], [[1.0], [3.0]])
     dets = [{"image_id": f"{i}.jpg", "category_id": 1, "keypoints": coco_person(i).ravel().tolist(), "score": 2.0,
-             "box": [500.0, 180.0, 200.0, 360.0], "idx": [[0.0], [0.0]] if i % 2 else [[1.0], [3.0]]}
-            for i in range(6)]
+             "box": [500.0, 180.0, 200.0, 360.0], "idx": idx[i % 4]} for i in range(6)]
     tracks = kio.read_keypoints(write_json(tmp_path / "alphapose-results.json", dets), image_size=(W, H),
                                 largest=True)
     assert len(tracks) == 1 and len(next(iter(tracks.values()))) == 6

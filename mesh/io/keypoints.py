@@ -260,8 +260,10 @@ def _person(p: Any, where: str) -> tuple[np.ndarray, int | None, bool]:
     for key in _TRACK_KEYS:
         if key in p and p[key] is not None:
             value = p[key]
-            if key == "idx" and isinstance(value, list) and (len(value) != 1 or isinstance(value[0], list)):
-                continue  # AlphaPose without --pose_track writes idx as a nested list ([[0.0], [0.0]]): no track id
+            if key == "idx" and isinstance(value, list):
+                # AlphaPose without --pose_track writes idx as the list of detections merged into the pose ([0.0],
+                # or [[0.0], [0.0]] after pose NMS): no track id. Its trackers write an integer.
+                continue
             track = _number(value)
             if track is None:
                 raise KeypointsError(f"{where}: track id '{key}' = {p[key]!r} is not an integer")
