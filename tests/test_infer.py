@@ -408,3 +408,18 @@ def test_errors_leave_output_untouched(tiny_ckpt: Path, tmp_path: Path, capsys: 
         inf.main(["--keypoints", str(two_people_file(tmp_path)), *base])
     assert sorted(p.name for p in out.iterdir()) == ["keep.txt"]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # the staging folder is gone
+
+
+def test_timestamped_frame_names_keep_video_order(tmp_path: Path) -> None:
+    """UP-Fall-style names end in microseconds, which fall back every second: frames are ranked by appearance, not
+    read as frame numbers (which would scramble the order and span hundreds of thousands of frames)."""
+    stamps = ["12_04_17.738369", "12_04_17.790509", "12_04_18.012345", "12_04_18.061000", "12_04_18.110000"]
+    dets = [{"image_id": f"2018-07-04T{t}.png", "category_id": 1, "keypoints": coco_person(i).ravel().tolist(),
+             "score": 2.0, "box": [500.0, 180.0, 200.0, 360.0], "idx": [0.0]} for i, t in enumerate(stamps)]
+    track = next(iter(kio.read_keypoints(write_json(tmp_path / "upfall.json", dets), image_size=(W, H)).values()))
+    assert len(track) == 5 and list(track.frames) == [0, 1, 2, 3, 4]
+    np.testing.assert_allclose(track.keypoints[2, 0, :2], (coco_person(2)[11, :2] + coco_person(2)[12, :2]) / 2,
+                               atol=1e-3)  # pelvis of the third frame = mid-hip of the third detection
+    numbered = [dict(d, image_id=f"frame_{i + 10:06d}.png") for i, d in enumerate(dets)]  # real frame numbers are kept
+    assert list(next(iter(kio.read_keypoints(write_json(tmp_path / "n.json", numbered),
+                                             image_size=(W, H)).values())).frames) == [10, 11, 12, 13, 14]

@@ -68,6 +68,7 @@ JSON (see :func:`synthetic_to_json`).
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import re
@@ -327,7 +328,10 @@ def _json_detections(records: list[Any], path: Path, info: _Info) -> list[_Det]:
         raise KeypointsError(f"{path}: no frames (empty list)")
     dets: list[_Det] = []
     names: dict[str, int] = {}  # frame names without a number: numbered by first appearance
+    named: dict[str, int] = {}  # every frame name, numbered by first appearance (see _consistent_frame_numbers)
+    det_names: list[str | None] = []
     for pos, rec in enumerate(records):
+        name: str | None = None
         frame: int | None = pos
         persons: list[Any]
         if isinstance(rec, list):
@@ -336,6 +340,9 @@ def _json_detections(records: list[Any], path: Path, info: _Info) -> list[_Det]:
             key = next((k for k in _FRAME_KEYS if k in rec), None)
             if key is not None:
                 frame = _frame_name_number(rec[key])
+                if isinstance(rec[key], str) and _number(rec[key]) is None:
+                    name = rec[key]
+                    named.setdefault(name, len(named))
                 if frame is None:
                     frame = names.setdefault(str(rec[key]), len(names))
             if (s := _size_from(rec)) is not None:
@@ -360,7 +367,30 @@ def _json_detections(records: list[Any], path: Path, info: _Info) -> list[_Det]:
             where = f"{path}: frame {frame}"
             kp_arr, track, unit = _person(p, where)
             dets.append(_Det(frame=int(frame), track=track, kp=kp_arr, where=where, unit_xy=unit))
+            det_names.append(name)
+    _consistent_frame_numbers(dets, det_names, named)
     return dets
+
+
+def _consistent_frame_numbers(dets: list[_Det], det_names: list[str | None], named: dict[str, int]) -> None:
+    """Number frames by their names' order of appearance when the names' last numbers are not a frame count.
+
+    ``"frame_000123.png"`` carries its frame number, but a timestamped name (UP-Fall's
+    ``"2018-07-04T12_04_17.738369.png"``) ends in the microseconds, which go back down every second: read as frame
+    numbers they would scramble the order and span millions of frames. Detectors write frames in video order, so if
+    the names' numbers, in order of first appearance, do not increase, each name gets its rank instead.
+    """
+    if not named or any(n is None for n in det_names):
+        return
+    first_number: dict[str, int] = {}
+    for det, name in zip(dets, det_names, strict=True):
+        first_number.setdefault(name, det.frame)  # type: ignore[arg-type]
+    numbers = [first_number[n] for n in sorted(first_number, key=named.__getitem__)]
+    if all(b > a for a, b in itertools.pairwise(numbers)):
+        return
+    for det, name in zip(dets, det_names, strict=True):
+        det.frame = named[name]  # type: ignore[index]
+        det.where = det.where.rsplit(": frame ", 1)[0] + f": frame {det.frame} ({name})"
 
 
 # ------------------------------------------------------------------------------------------------------- NumPy
