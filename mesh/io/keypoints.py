@@ -380,16 +380,17 @@ def _consistent_frame_numbers(dets: list[_Det], det_names: list[str | None], nam
     numbers they would scramble the order and span millions of frames. Detectors write frames in video order, so if
     the names' numbers, in order of first appearance, do not increase, each name gets its rank instead.
     """
-    if not named or any(n is None for n in det_names):
+    pairs = [(det, name) for det, name in zip(dets, det_names, strict=True) if name is not None]
+    if not named or len(pairs) < len(dets):
         return
     first_number: dict[str, int] = {}
-    for det, name in zip(dets, det_names, strict=True):
-        first_number.setdefault(name, det.frame)  # type: ignore[arg-type]
+    for det, name in pairs:
+        first_number.setdefault(name, det.frame)
     numbers = [first_number[n] for n in sorted(first_number, key=named.__getitem__)]
     if all(b > a for a, b in itertools.pairwise(numbers)):
         return
-    for det, name in zip(dets, det_names, strict=True):
-        det.frame = named[name]  # type: ignore[index]
+    for det, name in pairs:
+        det.frame = named[name]
         det.where = det.where.rsplit(": frame ", 1)[0] + f": frame {det.frame} ({name})"
 
 
