@@ -1,7 +1,7 @@
 """In-the-wild inference: a 2D detector file -> per-person SMPL parameters, meshes, an animated glTF and a video.
 
     python -m mesh.infer --keypoints FILE [--checkpoint CKPT] --out DIR [--format auto|coco|halpe|h36m]
-        [--video FILE | --image-size W H] [--focal PX | --fov DEG] [--fps 30]
+        [--video FILE | --image-size W H] [--track | --largest] [--focal PX | --fov DEG] [--fps 30]
         [--norm auto|track_box|image|fixed1920] [--shape track|window] [--smooth none|one-euro] [--refine]
         [--meshes none|obj|ply] [--no-render] [--device auto]
 
@@ -10,7 +10,8 @@ What it fixes relative to MotionBERT's ``infer_wild_mesh.py`` (docs/protocols.md
 - **any detector**: COCO-17 (MMPose, RTMPose, Ultralytics YOLO-pose), Halpe-26 (AlphaPose) and H36M-17 arrays, read
   by :mod:`mesh.io.keypoints` (its docstring lists the accepted layouts);
 - **several people**: one output per track id; people are never interleaved (a file with several people per frame
-  and no track ids is an error unless ``--largest``);
+  and no track ids is an error unless ``--track`` (link people across frames by box overlap,
+  :mod:`mesh.io.tracking`) or ``--largest`` (the largest person per frame));
 - **no silent misalignment**: within a track, frames without a detection (gaps in the frame numbers) and missing
   joints (confidence <= ``--min-conf``, default 0, or NaN coordinates) are linearly interpolated in 2D over time
   (held constant before the first / after the last valid value; a joint never seen in the track sits at the
@@ -327,6 +328,7 @@ class InferOptions:
     format: str = "auto"
     image_size: tuple[float, float] | None = None
     largest: bool = False
+    track: bool = False  # without track ids: link people across frames (mesh.io.tracking)
     persons: tuple[int, ...] | None = None  # only these track ids
     min_frames: int = 1
     fps: float | None = None  # None: the file's, else 30
@@ -428,7 +430,8 @@ def run_inference(keypoints: str | Path, checkpoint: str | Path, out: str | Path
 
         info = video_info(opt.video)
         image_size, video_fps = image_size or (float(info.width), float(info.height)), info.fps
-    tracks = read_keypoints(keypoints, opt.format, image_size, opt.largest, require_image_size=norm == "image")
+    tracks = read_keypoints(keypoints, opt.format, image_size, opt.largest, require_image_size=norm == "image",
+                            track=opt.track)
     if opt.persons is not None:
         missing = sorted(set(opt.persons) - set(tracks))
         if missing:
@@ -502,7 +505,8 @@ def run_inference(keypoints: str | Path, checkpoint: str | Path, out: str | Path
             try:
                 placed = place_result(result, f.keypoints, camera)
             except ValueError as err:
-                raise InferError(f"{keypoints}: track {tid}: {err}") from None
+                raise InferError(f"{keypoints}: track {tid} ({len(f.frames)} frames): {err} (a stray detection? leave "
+                                 "it out with --person or --min-frames)") from None
             placed["image_size_assumed"] = np.asarray(first.image_size is None)
             timings["body"] += time.perf_counter() - t0
 
@@ -606,8 +610,13 @@ def main(argv: list[str] | None = None) -> int:
                     help="the video the keypoints come from: its size and frame rate are used (flags win)")
     ap.add_argument("--image-size", type=float, nargs=2, metavar=("W", "H"),
                     help="video size in pixels (needed only by image-normalised checkpoints; else for drawing)")
-    ap.add_argument("--largest", action="store_true",
-                    help="without track ids: keep the largest person per frame instead of failing")
+    people = ap.add_mutually_exclusive_group()
+    people.add_argument("--track", action="store_true",
+                        help="without track ids: link the people of successive frames into tracks by the overlap of "
+                        "their keypoint boxes (mesh/io/tracking.py); one output per track (see --person, --min-frames)")
+    people.add_argument("--largest", action="store_true",
+                        help="without track ids: keep the largest person per frame instead of failing (the largest "
+                        "may be a different person from frame to frame)")
     ap.add_argument("--person", type=int, nargs="+", help="only these track ids")
     ap.add_argument("--min-frames", type=int, default=1, help="skip tracks with fewer detections")
     ap.add_argument("--fps", type=float, default=None, help="video frame rate (default: the file's, else 30)")
@@ -644,7 +653,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     opt = InferOptions(
         format=args.format, image_size=tuple(args.image_size) if args.image_size else None, largest=args.largest,
-        persons=tuple(args.person) if args.person else None, min_frames=args.min_frames, fps=args.fps,
+        track=args.track, persons=tuple(args.person) if args.person else None, min_frames=args.min_frames, fps=args.fps,
         norm=args.norm, shape=args.shape, smooth=args.smooth, smooth_min_cutoff=args.smooth_min_cutoff,
         smooth_beta=args.smooth_beta, refine=args.refine, flip_test=not args.no_flip, clip_len=args.clip_len,
         stride=args.stride,

@@ -363,6 +363,25 @@ def test_infer_two_people_gap_flags(tiny_ckpt: Path, tmp_path: Path, capsys: pyt
     assert not np.allclose(r3.joints_h36m, r7.joints_h36m)  # separate people, separate predictions
 
 
+def test_infer_track_links_untracked_people(tiny_ckpt: Path, tmp_path: Path) -> None:
+    """The same two people without track ids: ``--track`` links them (ids by first appearance), gap included."""
+    doc = json.loads(two_people_file(tmp_path).read_text())
+    for frame in doc["instance_info"]:
+        for inst in frame["instances"]:
+            del inst["track_id"]
+    path = write_json(tmp_path / "untracked.json", doc)
+    out = tmp_path / "out"
+    assert inf.main(["--keypoints", str(path), "--checkpoint", str(tiny_ckpt), "--out", str(out), "--no-render",
+                     "--no-flip", "--device", "cpu"]) == 2  # several people, no ids: refused
+    assert inf.main(["--keypoints", str(path), "--checkpoint", str(tiny_ckpt), "--out", str(out), "--no-render",
+                     "--no-flip", "--device", "cpu", "--track"]) == 0
+    assert sorted(json.loads((out / "summary.json").read_text())["persons"]) == ["0", "1"]
+    first, second = (np.load(out / f"person_{k}" / "result.npz") for k in (0, 1))
+    np.testing.assert_allclose(first["keypoints_2d"][:, 1, :2],
+                               [coco_person(i, shift=300)[12, :2] for i in range(40)], atol=1e-3)  # R hip
+    np.testing.assert_array_equal(np.flatnonzero(second["interpolated"]), [12, 13, 14, 15])  # one person over the gap
+
+
 def test_infer_smoothing_meshes_and_render(tiny_ckpt: Path, tmp_path: Path) -> None:
     from mesh.vis.renderer import gl_available
 

@@ -45,9 +45,11 @@ have only x, y (none at all: confidence 1); a track id under ``track_id`` (MMPos
 caller does not need it).
 
 **People**: persons are grouped by track id. A file without track ids but with more than one person in a frame is
-an error suggesting a tracker, or ``largest=True`` (``--largest``) to keep the largest person per frame (largest box
-around its confident keypoints: detector boxes are xyxy in MMPose / Ultralytics but xywh in AlphaPose / COCO). With
-track ids, ``largest`` only resolves a track id that appears twice in one frame (otherwise an error). People are
+an error suggesting a tracker, or ``track=True`` (``--track``) to link the people of successive frames by the
+overlap of their keypoint boxes (:mod:`mesh.io.tracking`), or ``largest=True`` (``--largest``) to keep the largest
+person per frame (largest box around its confident keypoints: detector boxes are xyxy in MMPose / Ultralytics but
+xywh in AlphaPose / COCO; the largest person may change from frame to frame). With track ids, ``largest`` only
+resolves a track id that appears twice in one frame (otherwise an error) and ``track`` changes nothing. People are
 never interleaved into one track.
 
 **Bad input** (one-line :class:`KeypointsError` naming the file and frame): empty file or no frames, invalid JSON,
@@ -82,6 +84,7 @@ from typing import Any
 import numpy as np
 
 from body_models.joint_sets import conversion_matrix, convert_keypoints
+from mesh.io.tracking import keypoint_box, link_detections
 
 FORMATS = ("auto", "coco", "halpe", "h36m")
 _JOINT_SET = {"coco": "coco17", "halpe": "halpe26", "h36m": "h36m17"}
@@ -479,11 +482,8 @@ def _joint_format(dets: list[_Det], fmt: str, path: Path, numpy_file: bool, data
 
 
 def _box_area(kp: np.ndarray) -> float:
-    ok = np.isfinite(kp[:, :2]).all(axis=1) & (np.nan_to_num(kp[:, 2]) > 0)
-    if ok.sum() < 2:
-        return 0.0
-    span = kp[ok, :2].max(axis=0) - kp[ok, :2].min(axis=0)
-    return float(span[0] * span[1])
+    x0, y0, x1, y1 = keypoint_box(kp)
+    return float(np.nan_to_num((x1 - x0) * (y1 - y0)))
 
 
 def _to_h36m(kp: np.ndarray, fmt: str) -> np.ndarray:
@@ -502,13 +502,15 @@ def _to_h36m(kp: np.ndarray, fmt: str) -> np.ndarray:
 
 
 def read_keypoints(path: str | Path, fmt: str = "auto", image_size: tuple[float, float] | None = None,
-                   largest: bool = False, require_image_size: bool = True) -> dict[int, Track]:
+                   largest: bool = False, require_image_size: bool = True, track: bool = False) -> dict[int, Track]:
     """Read a detector file into ``{track_id: Track}`` (see the module docstring for the accepted layouts).
 
     Args:
         fmt: joint order of the file: 'auto', 'coco', 'halpe' or 'h36m'.
         image_size: (width, height) in pixels; overrides the file's.
         largest: without track ids, keep the largest person per frame instead of raising on several people.
+        track: without track ids, link the people of successive frames into tracks
+            (:func:`mesh.io.tracking.link_detections`); a file with track ids keeps its own.
         require_image_size: raise when neither ``image_size`` nor the file gives one.
 
     Raises:
@@ -553,6 +555,12 @@ def read_keypoints(path: str | Path, fmt: str = "auto", image_size: tuple[float,
         raise KeypointsError(f"{path}: no image size in the file; give --image-size W H (the video's width and "
                              "height in pixels)")
 
+    if track and largest:
+        raise KeypointsError("--track and --largest exclude each other: track every person, or keep the largest")
+    if track and all(d.track is None for d in dets):
+        ids = link_detections([d.frame for d in dets], np.stack([keypoint_box(d.kp) for d in dets]))
+        for d, tid in zip(dets, ids, strict=True):
+            d.track = int(tid)
     has_id = [d.track is not None for d in dets]
     if any(has_id) and not all(has_id):
         d = dets[has_id.index(False)]
@@ -566,9 +574,9 @@ def read_keypoints(path: str | Path, fmt: str = "auto", image_size: tuple[float,
             if any(has_id):
                 raise KeypointsError(f"{path}: frame {frame}: track id {track} appears {len(group)} times; fix the "
                                      "tracking or pass --largest to keep the largest")
-            raise KeypointsError(f"{path}: frame {frame}: {len(group)} people but the file has no track ids; run a "
-                                 "tracker (e.g. MMPose/Ultralytics tracking, AlphaPose --pose_track) or pass "
-                                 "--largest to keep the largest person per frame")
+            raise KeypointsError(f"{path}: frame {frame}: {len(group)} people but the file has no track ids; pass "
+                                 "--track to link people across frames (or run a tracker: MMPose/Ultralytics "
+                                 "tracking, AlphaPose --pose_track), or --largest to keep the largest per frame")
         chosen.append(max(group, key=lambda d: _box_area(d.kp)))
 
     tracks: dict[int, Track] = {}
