@@ -1,6 +1,6 @@
 """Synthetic motion from the body model, written in the real datasets' on-disk schemas.
 
-Run ``python -m motion.synthetic --out data/synthetic [--seed 0]``. It writes
+Run ``python -m motion.synthetic --out data/synthetic [--seed 0] [--version 3|4]``. It writes
 
 - ``mesh_synthetic.pkl``: like MotionBERT's ``mesh_det_pw3d.pkl`` (docs/protocols.md, data schema), splits
   ``train`` / ``validation`` / ``test`` plus ``meta``;
@@ -8,9 +8,10 @@ Run ``python -m motion.synthetic --out data/synthetic [--seed 0]``. It writes
   ``train`` / ``test`` (the same sequences as the mesh file's train / test splits) plus ``meta``.
 
 Each sequence: a person (betas ~ N(0, 1) clipped to +-2.5) performing a chain of blended motion primitives
-(:mod:`motion.synthetic_poses`: idle, walk, turn, reach, squat, wave) at 30 fps, grounded on the floor, filmed by a
-static, panning or following camera 3-8 m away at 0.5-2 m height, projected into a 1920x1080 or 1080x1920 image
-(focal 1000-1500 px), with detector-like 2D noise, confidences and dropped joints (:func:`detector_noise`).
+(:mod:`motion.synthetic_poses` lists the families; generator version 4 adds lying on the floor) at 30 fps, grounded
+on the floor, filmed by a static, panning or following camera (:data:`DISTANCE_M`, :data:`CAMERA_HEIGHT_M`,
+:data:`HFOV_DEG`, :data:`RESOLUTIONS`), seen by a simulated detector (:mod:`motion.detector_sim`) whose keypoints are
+converted to H36M-17 as ``mesh.infer`` converts a user's file.
 
 Frames: world = y up, floor at y = 0; camera = x right, y down, z forward (metres). ``trans`` follows the body
 model's convention: it is added **after** posing, so
@@ -45,8 +46,11 @@ from body_models.rotations import axis_angle_to_rotmat, rotmat_to_axis_angle
 from motion.detector_sim import DetectorOutput, annotation_convention, simulate_detector
 from motion.synthetic_poses import FPS, HELD_OUT_FAMILY, PRIMITIVES, plan_trajectory, primitives_for, smooth_noise
 
-GENERATOR_VERSION = "3"  # 2: detector-faithful 2D (surface landmarks, COCO/Halpe, converted), broad motion;
-# 3: per-sequence annotation conventions (shoulder, hip, ankle landmarks moved; motion and cameras as in 2)
+GENERATOR_VERSION = "3"  # the default; 2: detector-faithful 2D (surface landmarks, COCO/Halpe, converted), broad
+# motion; 3: per-sequence annotation conventions (shoulder, hip, ankle landmarks moved; motion and cameras as in 2);
+# 4: 3 plus lying on the floor (falls, lying down, lying, getting up), drawn only in version 4 so that a version-3
+# seed gives the same sequences as before
+VERSION_FAMILIES: dict[str, tuple[str, ...]] = {"3": (), "4": ("lie",)}  # optional motion families per version
 MESH_FILE = "mesh_synthetic.pkl"
 LIFTING_FILE = "h36m_synthetic.pkl"
 CHUNK_FRAMES = 128  # frames per body-model call: caps the (T, V, 4, 4) skinning tensor at a few 100 MB
@@ -294,15 +298,19 @@ def generate_sequence(rng: np.random.Generator, body: BodyModel, name: str, n_fr
         lowest, joints, smpl, marks = [], [], [], []
         for chunk in torch.split(rot_t, CHUNK_FRAMES):
             out = fast(chunk, betas_t)
-            lowest.append(out.vertices[..., :reduced.n_soles, 1].amin(dim=-1))
+            # a body lying on the floor touches it with more than its soles: then the lowest generator vertex
+            # (within a few cm of the full mesh's lowest point); the virtual joint vertices at the end are not skin
+            skin = reduced.n_soles if traj.tilt is None else -body.num_joints
+            contact = out.vertices[..., :skin, :]
+            lowest.append(contact[..., 1].amin(dim=-1))
             joints.append(out.joints_h36m)
             smpl.append(out.joints)
             marks.append(reduced.landmarks.locate(out.vertices.double().numpy()))
         j0 = body.rest_shape(betas_t)[1][0, 0].double().numpy()  # rest root joint: the pivot of the global rotation
     min_y = torch.cat(lowest).double().numpy()
     joints_h36m = torch.cat(joints).double().numpy()
-    # Ground contact: the lowest sole vertex touches the floor (y = 0); lightly smoothed so foot switches don't jerk;
-    # the plan's lift (jumps, running flight) raises the body above it.
+    # Ground contact: the lowest sole vertex (lying: the lowest vertex) touches the floor (y = 0); lightly smoothed so
+    # foot switches don't jerk; the plan's lift (jumps, running flight) raises the body above it.
     lift = gaussian_filter1d(-min_y, sigma=1.5, mode="nearest") + traj.lift
     t_world = np.stack([traj.root_xz[:, 0], lift, traj.root_xz[:, 1]], axis=1)  # (T, 3), added after posing
     joints_world = joints_h36m + t_world[:, None]
@@ -341,9 +349,12 @@ def generate_sequence(rng: np.random.Generator, body: BodyModel, name: str, n_fr
     )
 
 
-def split_primitives(split: str) -> tuple[str, ...]:
-    """The primitives a split draws from: the held-out family for ``test_heldout``, every other family otherwise."""
-    return tuple(primitives_for("heldout" if split == "test_heldout" else "train"))
+def split_primitives(split: str, version: str = GENERATOR_VERSION) -> tuple[str, ...]:
+    """The primitives a split draws from: the held-out family for ``test_heldout``, every other family of generator
+    ``version`` otherwise."""
+    if version not in VERSION_FAMILIES:
+        raise ValueError(f"unknown generator version {version!r}: expected one of {sorted(VERSION_FAMILIES)}")
+    return tuple(primitives_for("heldout" if split == "test_heldout" else "train", VERSION_FAMILIES[version]))
 
 
 def sequence_rng(seed: int, split: str, index: int) -> np.random.Generator:
@@ -352,9 +363,10 @@ def sequence_rng(seed: int, split: str, index: int) -> np.random.Generator:
 
 
 def generate_sequences(n: int, seed: int, body: BodyModel, split: str = "train", frames_min: int = 60,
-                       frames_max: int = 300, first: int = 0) -> list[SyntheticSequence]:
+                       frames_max: int = 300, first: int = 0, version: str = GENERATOR_VERSION
+                       ) -> list[SyntheticSequence]:
     """Sequences ``first .. first + n - 1`` of ``split`` (named ``synth_{split}_{i:04d}``), lengths uniform in
-    [frames_min, frames_max]."""
+    [frames_min, frames_max], with the motion families of generator ``version``."""
     if not 2 <= frames_min <= frames_max:
         raise ValueError(f"need 2 <= frames_min <= frames_max, got {frames_min}, {frames_max}")
     seqs = []
@@ -363,7 +375,7 @@ def generate_sequences(n: int, seed: int, body: BodyModel, split: str = "train",
         n_frames = int(rng.integers(frames_min, frames_max + 1))
         name = f"synth_{split}_{i:04d}"
         seqs.append(generate_sequence(rng, body, name, n_frames, camera_name=f"synthcam_{split}_{i:04d}",
-                                      primitives=split_primitives(split)))
+                                      primitives=split_primitives(split, version)))
     return seqs
 
 
@@ -462,13 +474,14 @@ def lifting_split(seqs: list[SyntheticSequence]) -> dict[str, np.ndarray]:
     }
 
 
-def _meta(seed: int, body: BodyModel, splits: dict[str, list[SyntheticSequence]], kind: str) -> dict[str, Any]:
+def _meta(seed: int, body: BodyModel, splits: dict[str, list[SyntheticSequence]], kind: str,
+          version: str = GENERATOR_VERSION) -> dict[str, Any]:
     meta: dict[str, Any] = {
         "note": "synthetic data, not 3DPW / Human3.6M: generated by motion.synthetic from the body model below",
-        "generator": "motion.synthetic", "version": GENERATOR_VERSION, "kind": kind, "fps": float(FPS),
+        "generator": "motion.synthetic", "version": version, "kind": kind, "fps": float(FPS),
         "seed": int(seed), "body_model": str(body.source), "primitives": list(PRIMITIVES),
         "held_out_family": HELD_OUT_FAMILY,
-        "split_primitives": {name: list(split_primitives(name)) for name in splits},
+        "split_primitives": {name: list(split_primitives(name, version)) for name in splits},
         "resolutions": [tuple(r) for r in RESOLUTIONS], "hfov_deg": HFOV_DEG, "distance_m": DISTANCE_M,
         "camera_height_m": CAMERA_HEIGHT_M, "detector_formats": list(DETECTOR_FORMATS),
         "camera_sizes": {s.camera_name: tuple(int(v) for v in s.image_wh) for seqs in splits.values() for s in seqs},
@@ -505,19 +518,19 @@ def atomic_pickle(obj: Any, path: str | Path) -> Path:
     return path
 
 
-def write_mesh_file(path: str | Path, splits: dict[str, list[SyntheticSequence]], seed: int, body: BodyModel
-                    ) -> Path:
+def write_mesh_file(path: str | Path, splits: dict[str, list[SyntheticSequence]], seed: int, body: BodyModel,
+                    version: str = GENERATOR_VERSION) -> Path:
     """Write ``{'train', 'validation', 'test', 'meta'}`` in the mesh schema (see :func:`mesh_split`)."""
     data: dict[str, Any] = {name: mesh_split(seqs) for name, seqs in splits.items()}
-    data["meta"] = _meta(seed, body, splits, "mesh (mesh_det_pw3d.pkl schema)")
+    data["meta"] = _meta(seed, body, splits, "mesh (mesh_det_pw3d.pkl schema)", version)
     return atomic_pickle(data, path)
 
 
-def write_lifting_file(path: str | Path, splits: dict[str, list[SyntheticSequence]], seed: int, body: BodyModel
-                       ) -> Path:
+def write_lifting_file(path: str | Path, splits: dict[str, list[SyntheticSequence]], seed: int, body: BodyModel,
+                       version: str = GENERATOR_VERSION) -> Path:
     """Write ``{'train', 'test', 'meta'}`` in the H36M lifting schema (see :func:`lifting_split`)."""
     data: dict[str, Any] = {name: lifting_split(seqs) for name, seqs in splits.items()}
-    data["meta"] = _meta(seed, body, splits, "lifting (h36m_sh_conf_cam_source_final.pkl schema)")
+    data["meta"] = _meta(seed, body, splits, "lifting (h36m_sh_conf_cam_source_final.pkl schema)", version)
     return atomic_pickle(data, path)
 
 
@@ -527,23 +540,27 @@ DEFAULT_COUNTS = {"train": 48, "validation": 8, "test": 12, "test_heldout": 8}
 def _generate_job(job: tuple[int, str, int, int, int, int, str | None]) -> list[SyntheticSequence]:
     """Worker of :func:`generate_splits`: ``(seed, split, lo, hi, frames_min, frames_max, model)`` -> sequences
     ``lo .. hi - 1`` of ``split``."""
-    seed, split, lo, hi, frames_min, frames_max, model = job
+    seed, split, lo, hi, frames_min, frames_max, model, version = job
     torch.set_num_threads(1)
-    return generate_sequences(hi - lo, seed, load_body_model(model), split, frames_min, frames_max, first=lo)
+    return generate_sequences(hi - lo, seed, load_body_model(model), split, frames_min, frames_max, first=lo,
+                              version=version)
 
 
 def generate_splits(counts: dict[str, int], seed: int, body: BodyModel, frames_min: int = 60, frames_max: int = 300,
-                    workers: int = 1, model: str | None = None) -> dict[str, list[SyntheticSequence]]:
+                    workers: int = 1, model: str | None = None, version: str = GENERATOR_VERSION
+                    ) -> dict[str, list[SyntheticSequence]]:
     """Every split's sequences; with ``workers`` > 1, in that many processes (each loads the body model from
     ``model``, the same file as ``body``). Sequence i of a split is the same whatever the number of workers."""
     if workers <= 1:
-        return {name: generate_sequences(n, seed, body, name, frames_min, frames_max) for name, n in counts.items()}
+        return {name: generate_sequences(n, seed, body, name, frames_min, frames_max, version=version)
+                for name, n in counts.items()}
     import multiprocessing
 
     jobs = []
     for name, n in counts.items():
         step = max(1, -(-n // (4 * workers)))
-        jobs += [(seed, name, lo, min(n, lo + step), frames_min, frames_max, model) for lo in range(0, n, step)]
+        jobs += [(seed, name, lo, min(n, lo + step), frames_min, frames_max, model, version)
+                 for lo in range(0, n, step)]
     with multiprocessing.get_context("spawn").Pool(workers) as pool:
         parts = pool.map(_generate_job, jobs)
     out: dict[str, list[SyntheticSequence]] = {name: [] for name in counts}
@@ -554,20 +571,21 @@ def generate_splits(counts: dict[str, int], seed: int, body: BodyModel, frames_m
 
 def generate_dataset(out: str | Path, seed: int = 0, body: BodyModel | None = None,
                      sequences: dict[str, int] | None = None, frames_min: int = 60, frames_max: int = 300,
-                     workers: int = 1, model: str | None = None) -> dict[str, Path]:
-    """Generate all splits and write both files into ``out``; returns their paths.
+                     workers: int = 1, model: str | None = None, version: str = GENERATOR_VERSION) -> dict[str, Path]:
+    """Generate all splits (generator ``version``) and write both files into ``out``; returns their paths.
 
     ``sequences`` = counts per split (default :data:`DEFAULT_COUNTS`; ``test_heldout`` holds only the held-out motion
     family). The lifting file gets the train, test and test_heldout splits.
     """
     body = body if body is not None else load_body_model(model)
     counts = {**DEFAULT_COUNTS, **(sequences or {})}
-    splits = generate_splits(counts, seed, body, frames_min, frames_max, workers, model)
+    split_primitives("train", version)  # an unknown version fails before any work
+    splits = generate_splits(counts, seed, body, frames_min, frames_max, workers, model, version)
     out = Path(out)
     lifting = {name: splits[name] for name in ("train", "test", "test_heldout") if name in splits}
     return {
-        "mesh": write_mesh_file(out / MESH_FILE, splits, seed, body),
-        "lifting": write_lifting_file(out / LIFTING_FILE, lifting, seed, body),
+        "mesh": write_mesh_file(out / MESH_FILE, splits, seed, body, version),
+        "lifting": write_lifting_file(out / LIFTING_FILE, lifting, seed, body, version),
     }
 
 
@@ -594,13 +612,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--frames-min", type=int, default=60)
     parser.add_argument("--frames-max", type=int, default=300)
     parser.add_argument("--model", default=None, help="body model file/folder (default: $SMPL_MODEL_DIR or embedded)")
+    parser.add_argument("--version", default=GENERATOR_VERSION, choices=sorted(VERSION_FAMILIES),
+                        help="generator version: 4 adds lying on the floor (falls, lying, getting up) to version 3's "
+                        f"motion (default {GENERATOR_VERSION}; a seed's sequences of one version never change)")
     args = parser.parse_args(argv)
     start = time.perf_counter()
     body = load_body_model(args.model)
     counts = {"train": args.sequences_train, "validation": args.sequences_val, "test": args.sequences_test,
               "test_heldout": args.sequences_heldout}
     paths = generate_dataset(args.out, args.seed, body, counts, args.frames_min, args.frames_max, args.workers,
-                             args.model)
+                             args.model, args.version)
     for kind, path in paths.items():
         print(f"{kind}: {path} ({path.stat().st_size / 1e6:.1f} MB)")
     frames = sum(v["frames"] for v in safe_load_pickle(paths["mesh"])["meta"]["splits"].values())

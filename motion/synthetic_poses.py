@@ -6,7 +6,9 @@ speed, yaw rate and ``lift`` (metres of extra root height above ground contact: 
 Primitives come in families (:data:`FAMILIES`): idle; locomotion (walk at 0.5-1.8 m/s on straight or curved paths,
 run at 2-4 m/s with flight phases, turn on the spot); jump (in place or forward); sit and kneel; bend (pick
 something up from the floor, squat/crouch, forward or side lunge); arms (reach, wave, arms up, stretch, clap);
-combat (box, kick); free (smooth random limb trajectories spanning the joint limits).
+combat (box, kick); free (smooth random limb trajectories spanning the joint limits); lie (falls and lying down
+onto the back, front or side, moving while lying, getting up: an optional family, :data:`OPTIONAL_FAMILIES`, drawn
+only when asked for).
 
 A sequence is a chain of primitives cross-faded with a smooth partition of unity. With probability
 :data:`TWO_CHAIN_PROB` it is two chains instead, planned independently: a lower-body chain (legs, pelvis, root
@@ -47,7 +49,11 @@ FAMILIES: dict[str, tuple[str, ...]] = {
     "arms": ("reach", "wave", "arms_up", "stretch", "clap"),
     "combat": ("box", "kick"),
     "free": ("random_limbs",),
+    "lie": ("lie",),
 }
+# Families drawn only when asked for (generator version 4 adds lying on the floor): leaving them out of the default
+# keeps every earlier generator version's sequences exactly as they were.
+OPTIONAL_FAMILIES: tuple[str, ...] = ("lie",)
 # Held out of training: combat. Its poses (fast full-extension punches, a leg raised high while balancing on the other)
 # are not a mixture of the other families, so it tests generalisation, yet it is rare in everyday videos, so leaving it
 # out costs the training data little coverage. Holding out locomotion or sitting would instead remove the most common
@@ -60,11 +66,12 @@ FAMILY_OF: dict[str, str] = {p: family for family, prims in FAMILIES.items() for
 PRIMITIVE_PROBS: dict[str, float] = {
     "idle": 0.07, "walk": 0.14, "run": 0.06, "turn": 0.06, "jump": 0.04, "sit": 0.05, "kneel": 0.03,
     "bend_pick": 0.04, "squat": 0.04, "lunge": 0.03, "reach": 0.07, "wave": 0.05, "arms_up": 0.05, "stretch": 0.04,
-    "clap": 0.04, "box": 0.04, "kick": 0.03, "random_limbs": 0.05,
+    "clap": 0.04, "box": 0.04, "kick": 0.03, "random_limbs": 0.05, "lie": 0.07,
 }
 # Segment durations (s); default 1.5-4 s. Sitting or kneeling down, holding and getting up needs longer.
 DURATIONS: dict[str, tuple[float, float]] = {
     "sit": (2.8, 5.0), "kneel": (2.8, 5.0), "bend_pick": (2.0, 4.0), "jump": (2.0, 4.0), "lunge": (2.0, 4.0),
+    "lie": (5.0, 10.0),
 }
 DEFAULT_DURATION = (1.5, 4.0)
 
@@ -202,10 +209,12 @@ def euler_xyz(angles: np.ndarray) -> np.ndarray:
     return np.stack(entries, axis=-1).reshape(*angles.shape[:-1], 3, 3)
 
 
-def channels_to_rotmats(ch: np.ndarray, heading: np.ndarray) -> np.ndarray:
+def channels_to_rotmats(ch: np.ndarray, heading: np.ndarray, tilt: np.ndarray | None = None) -> np.ndarray:
     """Channels ``(T, C)`` and world heading (yaw about +y) ``(T,)`` -> SMPL rotations ``(T, 24, 3, 3)``, world frame.
 
-    Joint 0 is the global orientation in the y-up world: ``Ry(heading) @ Rx(root_pitch) @ Rz(root_roll)``.
+    Joint 0 is the global orientation in the y-up world: ``Ry(heading) @ Rx(root_pitch) @ Rz(root_roll)``, or with a
+    body ``tilt (T, 2)`` (pitch, roll; see :class:`PrimitiveOut`)
+    ``Ry(heading) @ Rx(tilt_pitch) @ Rz(tilt_roll) @ Rx(root_pitch) @ Rz(root_roll)``.
     """
     # trigonometry only for the Euler angles some channel drives (about 2/3 of them): it dominates the cost
     angles = ch @ _EULER[:, _ACTIVE]
@@ -214,6 +223,8 @@ def channels_to_rotmats(ch: np.ndarray, heading: np.ndarray) -> np.ndarray:
     cos, sin = cos.reshape(-1, 24, 3), sin.reshape(-1, 24, 3)
     entries = _euler_trig(cos[..., 0], sin[..., 0], cos[..., 1], sin[..., 1], cos[..., 2], sin[..., 2])
     rot = np.stack(entries, axis=-1).reshape(len(ch), 24, 3, 3)
+    if tilt is not None:
+        rot[:, 0] = _rot(0, tilt[:, 0]) @ _rot(2, tilt[:, 1]) @ rot[:, 0]
     rot[:, 0] = _rot(1, heading) @ rot[:, 0]
     return rot
 
@@ -347,7 +358,9 @@ class PrimitiveOut:
     """A primitive's full trajectory over its frames.
 
     channels (T, C); speed (T,) forward m/s; yaw_rate (T,) rad/s; lift (T,) m of extra root height above ground
-    contact (flight); side_speed (T,) m/s toward the subject's left.
+    contact (flight); side_speed (T,) m/s toward the subject's left; tilt (T, 2) the whole body's pitch (forward) and
+    roll (toward its right) from upright, radians, applied before the root channels: it takes a body lying on the
+    floor past the root limits of a standing one.
     """
 
     channels: np.ndarray
@@ -355,6 +368,7 @@ class PrimitiveOut:
     yaw_rate: np.ndarray
     lift: np.ndarray
     side_speed: np.ndarray | None = None
+    tilt: np.ndarray | None = None
 
 
 def _out(ch: np.ndarray, speed: np.ndarray | None = None, yaw_rate: np.ndarray | None = None,
@@ -1182,12 +1196,130 @@ def prim_random_limbs(t: np.ndarray, seg: Segment, style: Style, rng: np.random.
     return _out(ch)
 
 
+_LIE_TILT = {"back": (-np.pi / 2, 0.0), "front": (np.pi / 2, 0.0), "right": (0.0, np.pi / 2),
+             "left": (0.0, -np.pi / 2)}
+
+
+def _lying_pose(kind: str, rng: np.random.Generator) -> dict[str, float]:
+    """Limbs of a body lying on its back, front or side (channels; the tilt puts the body on the floor)."""
+    pose: dict[str, float] = {"root_pitch": 0.0, "root_roll": 0.0, "spine_flex": rng.uniform(-0.1, 0.2)}
+    legs = rng.choice(["straight", "knees_up", "one_bent"], p=[0.4, 0.3, 0.3]) if kind == "back" else (
+        rng.choice(["straight", "one_bent"], p=[0.6, 0.4]) if kind == "front" else "curled")
+    for side in "lr":
+        if legs == "knees_up":  # on the back, feet flat on the floor
+            thigh = rng.uniform(0.7, 1.2)
+            pose |= {f"{side}_hip_flex": thigh, f"{side}_knee": thigh + rng.uniform(0.5, 1.0)}
+        elif legs == "curled":  # on the side, knees drawn up in front
+            thigh = rng.uniform(0.3, 1.4)
+            pose |= {f"{side}_hip_flex": thigh, f"{side}_knee": rng.uniform(0.4, 1.8)}
+        else:
+            pose |= {f"{side}_hip_flex": rng.uniform(-0.1, 0.25), f"{side}_knee": rng.uniform(0.0, 0.3),
+                     f"{side}_hip_abd": rng.uniform(0.0, 0.35)}
+        pose[f"{side}_ankle"] = rng.uniform(0.0, 0.6)  # feet relaxed, pointing
+    if legs == "one_bent":
+        side = "l" if rng.random() < 0.5 else "r"
+        pose |= {f"{side}_hip_flex": rng.uniform(0.5, 1.3), f"{side}_knee": rng.uniform(0.8, 1.9),
+                 f"{side}_hip_abd": rng.uniform(0.0, 0.6)}
+    for side in "lr":
+        arm = rng.choice(["side", "overhead", "out", "chest", "under_head"])
+        if kind == "front" and rng.random() < 0.6:
+            arm = "pillow"  # forearms under the head
+        pose |= {
+            "side": _arm(side, rng.uniform(1.2, 1.55), rng.uniform(-0.2, 0.3), rng.uniform(-0.3, 0.3),
+                         rng.uniform(0.0, 0.5)),
+            "overhead": _arm(side, rng.uniform(0.7, 1.4), rng.uniform(2.5, 2.95), rng.uniform(-0.3, 0.3),
+                             rng.uniform(0.0, 0.6)),
+            "out": _arm(side, rng.uniform(-0.1, 0.5), rng.uniform(-0.2, 0.5), rng.uniform(-0.4, 0.4),
+                        rng.uniform(0.0, 0.8)),
+            "chest": _arm(side, rng.uniform(1.1, 1.5), rng.uniform(0.6, 1.1), rng.uniform(-0.9, -0.4),
+                          rng.uniform(1.4, 2.1)),
+            "under_head": _arm(side, rng.uniform(0.3, 0.8), rng.uniform(2.2, 2.8), rng.uniform(0.3, 0.9),
+                               rng.uniform(1.9, 2.4)),
+            "pillow": _arm(side, rng.uniform(0.5, 1.0), rng.uniform(2.0, 2.6), rng.uniform(-0.5, 0.0),
+                           rng.uniform(1.6, 2.3)),
+        }[arm]
+    # the head: raised to look along the body, or resting; on the front it turns to one side or lifts to look ahead
+    if kind == "front":
+        pose |= {"neck_flex": -rng.uniform(0.0, 0.6), "neck_twist": rng.choice([-1, 1]) * rng.uniform(0.0, 0.9)}
+    else:
+        pose |= {"neck_flex": rng.uniform(-0.2, 0.5), "neck_twist": rng.uniform(-0.6, 0.6)}
+    return pose
+
+
+def prim_lie(t: np.ndarray, seg: Segment, style: Style, rng: np.random.Generator, fps: float = FPS
+             ) -> PrimitiveOut:
+    """Go down to the floor, lie there, get up: a fall (0.5-1 s) forward onto the front, backward onto the back or
+    sideways, or lying down slowly (1.4-2.4 s) through a crouch and sitting on the floor; then on the back, front or
+    side with the limbs moving (knees drawn up, arms stretched, the head turning) for the rest of the segment but the
+    getting up (through sitting, or all fours, then a crouch). The body's tilt (:class:`PrimitiveOut`) carries it past
+    the root limits of standing; the root moves so that the feet stay roughly where they were."""
+    ch = _standing(t, style, rng, fps)
+    a, b = _span(seg, fps)
+    dur = b - a
+    kind = str(rng.choice(list(_LIE_TILT), p=[0.4, 0.25, 0.175, 0.175]))
+    fall = rng.random() < 0.5
+    down = rng.uniform(0.5, 1.0) if fall else rng.uniform(1.4, 2.4)
+    up = rng.uniform(1.6, 2.6)
+    squeeze = min(1.0, 0.7 * dur / (down + up))  # at least 30 % of the segment is spent lying
+    down, up = down * squeeze, up * squeeze
+    seg.params.update(kind=float(list(_LIE_TILT).index(kind)), fall=float(fall))
+    lying = _lying_pose(kind, rng)
+    tilt_end = np.array(_LIE_TILT[kind]) + rng.uniform(-0.08, 0.08, 2)
+    crouch = _legs(rng.uniform(1.1, 1.5), rng.uniform(1.9, 2.4), rng.uniform(0.3, 0.6))
+    all_fours = _legs(rng.uniform(1.3, 1.6), rng.uniform(1.4, 1.7)) | _arm("l", 1.45, rng.uniform(1.3, 1.6), 0.0,
+                                                                          0.1) | _arm("r", 1.45, 1.5, 0.0, 0.1)
+    if kind == "back":  # sitting on the floor, legs forward, leaning back on the way down
+        mid, mid_tilt = _legs(rng.uniform(1.3, 1.6), rng.uniform(0.2, 1.0), -0.2), np.array([-0.25, 0.0])
+    elif kind == "front":  # on all fours (thighs and arms under the body; slow) or knees buckling (fall)
+        mid = all_fours if not fall else _legs(rng.uniform(0.1, 0.4), rng.uniform(0.6, 1.2), 0.2)
+        mid_tilt = np.array([np.pi / 2 - 0.15, 0.0]) if not fall else np.array([0.6, 0.0])
+    else:  # on one hip, knees bent
+        mid, mid_tilt = _legs(rng.uniform(0.9, 1.3), rng.uniform(1.0, 1.8), 0.0), 0.45 * np.asarray(_LIE_TILT[kind])
+    if fall:
+        flail = _arm("l", rng.uniform(0.2, 1.0), rng.uniform(0.5, 1.8), 0.0, rng.uniform(0.0, 0.8))
+        flail |= _arm("r", rng.uniform(0.2, 1.0), rng.uniform(0.5, 1.8), 0.0, rng.uniform(0.0, 0.8))
+        times = [a, a + 0.5 * down, a + down]
+        poses = [{}, mid | flail, lying]
+        tilts = [np.zeros(2), mid_tilt, tilt_end]
+    else:
+        times = [a, a + 0.35 * down, a + 0.7 * down, a + down]
+        poses = [{}, crouch, mid, lying]
+        tilts = [np.zeros(2), np.zeros(2), mid_tilt, tilt_end]
+    up_mid = mid if kind != "front" else all_fours  # up from the front through all fours
+    up_tilt = mid_tilt if kind != "front" else np.array([np.pi / 2 - 0.15, 0.0])
+    times += [b - up, b - 0.65 * up, b - 0.3 * up, b]
+    poses += [lying, up_mid, crouch, {}]
+    tilts += [tilt_end, up_tilt, np.zeros(2), np.zeros(2)]
+    _apply_keys(ch, t, times, poses, style)
+    tilt = _interp_keys(t, np.asarray(times), np.stack(tilts))
+    hold = envelope(t, a + down, 0.5, max(0.0, dur - down - up - 1.0), 0.5)
+    if hold.any():  # moving while lying: arms, legs and head wander around the lying pose
+        names = [f"{s}_{k}" for s in "lr" for k in ("sh_lower", "sh_flex", "sh_rot", "elbow", "hip_flex", "knee",
+                                                     "hip_abd")] + ["neck_flex", "neck_twist", "spine_twist"]
+        g = smooth_noise(rng, len(t), len(names), sigma_s=rng.uniform(0.5, 1.2), fps=fps) * rng.uniform(0.1, 0.45)
+        for j, name in enumerate(names):
+            ch[:, CH[name]] += hold * g[:, j]
+        tilt += hold[:, None] * 0.05 * smooth_noise(rng, len(t), 2, sigma_s=1.0, fps=fps)  # shifting, rolling a bit
+    # upright parts keep the feet flat; lying parts keep the ankles they were given
+    upright = 1.0 - smootherstep(np.abs(tilt).max(axis=1) / 0.5)
+    relaxed = ch[:, [CH[f"{s}_{k}"] for s in "lr" for k in ("ankle", "ankle_ev")]].copy()
+    _flat_feet(ch)
+    cols = [CH[f"{s}_{k}"] for s in "lr" for k in ("ankle", "ankle_ev")]
+    ch[:, cols] = upright[:, None] * ch[:, cols] + (1 - upright[:, None]) * relaxed
+    # the root moves as if the body pivoted about the feet: forward when falling forward, to the right when rolling
+    # onto the right side
+    reach = 0.8 * LEG
+    speed = np.gradient(reach * np.sin(tilt[:, 0])) * fps
+    side_speed = -np.gradient(reach * np.sin(tilt[:, 1])) * fps
+    return PrimitiveOut(ch, speed, np.zeros(len(t)), np.zeros(len(t)), side_speed, tilt)
+
+
 PrimitiveFn = Callable[[np.ndarray, Segment, Style, np.random.Generator, float], PrimitiveOut]
 PRIMITIVE_FNS: dict[str, PrimitiveFn] = {
     "idle": prim_idle, "walk": prim_walk, "run": prim_run, "turn": prim_turn, "jump": prim_jump, "sit": prim_sit,
     "kneel": prim_kneel, "bend_pick": prim_bend_pick, "squat": prim_squat, "lunge": prim_lunge,
     "reach": prim_reach, "wave": prim_wave, "arms_up": prim_arms_up, "stretch": prim_stretch, "clap": prim_clap,
-    "box": prim_box, "kick": prim_kick, "random_limbs": prim_random_limbs,
+    "box": prim_box, "kick": prim_kick, "random_limbs": prim_random_limbs, "lie": prim_lie,
 }
 
 
@@ -1195,11 +1327,16 @@ PRIMITIVE_FNS: dict[str, PrimitiveFn] = {
 # Planning
 
 
-def primitives_for(split_kind: str) -> tuple[str, ...]:
-    """Primitives a split may use: 'train' / 'validation' / 'test' = all but the held-out family (in-distribution),
-    'heldout' = the held-out family plus idle (for transitions), 'all' = every primitive."""
+def primitives_for(split_kind: str, optional: Sequence[str] = ()) -> tuple[str, ...]:
+    """Primitives a split may use: 'train' / 'validation' / 'test' = all but the held-out family and the
+    :data:`OPTIONAL_FAMILIES` not named in ``optional`` (in-distribution), 'heldout' = the held-out family plus idle
+    (for transitions), 'all' = every primitive."""
+    unknown = set(optional) - set(OPTIONAL_FAMILIES)
+    if unknown:
+        raise ValueError(f"unknown optional families {sorted(unknown)}: expected some of {OPTIONAL_FAMILIES}")
     if split_kind in ("train", "validation", "test"):
-        return tuple(p for p in PRIMITIVES if FAMILY_OF[p] != HELD_OUT_FAMILY)
+        return tuple(p for p in PRIMITIVES if FAMILY_OF[p] != HELD_OUT_FAMILY
+                     and (FAMILY_OF[p] not in OPTIONAL_FAMILIES or FAMILY_OF[p] in optional))
     if split_kind == "heldout":
         return ("idle", *FAMILIES[HELD_OUT_FAMILY])
     if split_kind == "all":
@@ -1265,6 +1402,7 @@ class _ChainResult:
     side_speed: np.ndarray
     yaw_rate: np.ndarray
     lift: np.ndarray
+    tilt: np.ndarray | None = None
 
 
 def _eval_chain(t: np.ndarray, segs: list[Segment], weights: np.ndarray, style: Style, rng: np.random.Generator,
@@ -1286,6 +1424,10 @@ def _eval_chain(t: np.ndarray, segs: list[Segment], weights: np.ndarray, style: 
         res.channels[a:b] += ws[:, None] * out.channels
         res.speed[a:b] += ws * out.speed
         res.lift[a:b] += ws * out.lift
+        if out.tilt is not None:
+            if res.tilt is None:
+                res.tilt = np.zeros((n, 2))
+            res.tilt[a:b] += ws[:, None] * out.tilt
         if out.side_speed is not None:
             res.side_speed[a:b] += ws * out.side_speed
         if seg.primitive == "turn":
@@ -1309,6 +1451,7 @@ class PoseTrajectory:
         segments: the plan, ordered by start frame; ``Segment.chain`` = 'body' (single chain) or 'lower' / 'upper'.
         lift: (T,) metres of extra root height above ground contact (jump and running flight), >= 0.
         two_chain: whether lower and upper body were planned as separate chains.
+        tilt: (T, 2) the body's pitch and roll from upright (lying on the floor), or None when upright throughout.
     """
 
     rotmats: np.ndarray
@@ -1319,6 +1462,7 @@ class PoseTrajectory:
     segments: list[Segment]
     lift: np.ndarray
     two_chain: bool = False
+    tilt: np.ndarray | None = None
 
     def frame_primitive(self, part: str = "body") -> np.ndarray:
         """(T,) str: the primitive with the largest blend weight at each frame.
@@ -1383,6 +1527,7 @@ def plan_trajectory(rng: np.random.Generator, n_frames: int, fps: float = FPS, p
     left = np.stack([np.cos(heading), -np.sin(heading)], axis=1)
     step = (res.speed[:, None] * fwd + res.side_speed[:, None] * left) / fps
     root_xz = np.cumsum(step, axis=0) - step[0]
-    return PoseTrajectory(rotmats=channels_to_rotmats(channels, heading), channels=channels, root_xz=root_xz,
-                          heading=heading, weights=weights, segments=segs, lift=np.maximum(res.lift, 0.0),
-                          two_chain=bool(two_chain))
+    # lying (the only primitive with a tilt) is a whole-body primitive: only single-chain plans have a tilt
+    return PoseTrajectory(rotmats=channels_to_rotmats(channels, heading, res.tilt), channels=channels,
+                          root_xz=root_xz, heading=heading, weights=weights, segments=segs,
+                          lift=np.maximum(res.lift, 0.0), two_chain=bool(two_chain), tilt=res.tilt)

@@ -17,8 +17,10 @@ from motion.synthetic import (
     LIFTING_FILE,
     MESH_FILE,
     generate_dataset,
+    generate_sequence,
     generate_sequences,
     main,
+    split_primitives,
 )
 from motion.synthetic_poses import (
     CH,
@@ -309,3 +311,26 @@ def test_cli_writes_both_files_atomically(tmp_path: Path, body: BodyModel, monke
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([MESH_FILE, LIFTING_FILE])  # no temp files left
     mesh = safe_load_pickle(tmp_path / MESH_FILE)
     assert mesh["meta"]["seed"] == 1 and len(mesh["test"]["source"]) in (60, 61)
+
+
+def test_version_4_adds_lying_and_keeps_it_on_the_floor(body: BodyModel) -> None:
+    assert "lie" not in split_primitives("train", "3") and "lie" in split_primitives("train", "4")
+    assert "lie" not in split_primitives("test_heldout", "4")  # the held-out split stays the held-out family
+    with pytest.raises(ValueError, match="unknown generator version"):
+        split_primitives("train", "9")
+    seq = generate_sequence(np.random.default_rng(2), body, "lying", 240, primitives=("lie",))
+    world = np.einsum("tji,tkj->tki", seq.extrinsics[..., :3], seq.joints_cam - seq.extrinsics[:, None, :, 3])
+    up = world[:, 8] - world[:, 0]  # pelvis -> thorax
+    lying = np.abs(up[:, 1]) / np.linalg.norm(up, axis=1) < np.sin(0.3)
+    assert lying.sum() > 30
+    # lying on the floor, not under it or above it: every joint above the floor, the pelvis low
+    assert world[..., 1].min() > -0.02
+    assert np.median(world[lying, 0, 1]) < 0.45
+
+
+def test_cli_version_4_records_its_version(tmp_path: Path, body: BodyModel, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("motion.synthetic.load_body_model", lambda *_a, **_k: body)
+    assert main(["--out", str(tmp_path), "--sequences-train", "1", "--sequences-val", "0", "--sequences-test", "0",
+                 "--sequences-heldout", "0", "--frames-min", "60", "--frames-max", "61", "--version", "4"]) == 0
+    meta = safe_load_pickle(tmp_path / MESH_FILE)["meta"]
+    assert meta["version"] == "4" and "lie" in meta["split_primitives"]["train"]

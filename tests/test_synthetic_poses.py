@@ -16,6 +16,7 @@ from motion.synthetic_poses import (
     FAMILY_OF,
     HELD_OUT_FAMILY,
     LOWER_PRIMITIVES,
+    OPTIONAL_FAMILIES,
     PRIMITIVE_FNS,
     PRIMITIVE_PROBS,
     PRIMITIVES,
@@ -46,7 +47,10 @@ def test_families_and_split_sets() -> None:
     assert set(LOWER_PRIMITIVES) <= set(PRIMITIVES) and set(UPPER_PRIMITIVES) <= set(PRIMITIVES)
     assert HELD_OUT_FAMILY in FAMILIES
     train, held = primitives_for("train"), primitives_for("heldout")
-    assert set(train) == {p for p in PRIMITIVES if FAMILY_OF[p] != HELD_OUT_FAMILY}
+    assert set(train) == {p for p in PRIMITIVES if FAMILY_OF[p] not in (HELD_OUT_FAMILY, *OPTIONAL_FAMILIES)}
+    assert set(primitives_for("train", ("lie",))) == set(train) | {"lie"}  # optional families only when named
+    with pytest.raises(ValueError, match="unknown optional"):
+        primitives_for("train", ("combat",))
     assert set(held) == set(FAMILIES[HELD_OUT_FAMILY]) | {"idle"}
     assert primitives_for("validation") == primitives_for("test") == train
     assert set(primitives_for("all")) == set(PRIMITIVES)
@@ -131,6 +135,24 @@ def test_sit_flexes_hips_and_knees_with_flat_feet() -> None:
         # sitting down on a chair behind: the root goes back while the feet stay put
         fwd = traj.root_xz @ np.array([np.sin(traj.heading[0]), np.cos(traj.heading[0])])
         assert fwd[seated].mean() < -0.2
+
+
+def test_lie_goes_down_lies_and_gets_up() -> None:
+    """The body's up axis (the root's y axis in the world) starts and ends upright and lies near horizontal (within
+    17 degrees) for over a second in between, on the back, front and sides over a few seeds."""
+    kinds = set()
+    for seed in range(8):
+        traj = _plan("lie", seed, 240)
+        up = traj.rotmats[:, 0, :, 1]  # (T, 3) world direction of the pelvis' up axis
+        assert up[0, 1] > np.cos(0.35) and up[-1, 1] > np.cos(0.35)
+        flat = np.abs(up[:, 1]) < np.sin(0.3)
+        assert flat.sum() > 30
+        fwd = np.stack([np.sin(traj.heading), np.zeros(240), np.cos(traj.heading)], axis=1)
+        facing = (up[flat] * fwd[flat]).sum(1).mean()  # up axis along the heading: on the front (head forward)
+        kinds.add("front" if facing > 0.7 else "back" if facing < -0.7 else "side")
+        assert traj.tilt is not None and np.isfinite(traj.tilt).all()
+    assert kinds == {"front", "back", "side"}
+    assert _plan("walk", 0, 120).tilt is None  # upright primitives leave the orientation as before
 
 
 def test_arms_up_raises_arms_above_the_head() -> None:
