@@ -3,8 +3,9 @@
 Detectors run without a tracker (AlphaPose without ``--pose_track``, MMPose top-down without ``--track``) write the
 people of each frame in no fixed order. :func:`link_detections` gives every detection a person id: frame by frame,
 each person seen in the last ``max_gap`` frames is matched to at most one detection of the new frame by the optimal
-assignment (``scipy.optimize.linear_sum_assignment``) on the overlap (IoU) of keypoint boxes, the person's box moved
-on at its last velocity; a detection left unmatched, or overlapping less than ``min_iou``, starts a new person.
+assignment (``scipy.optimize.linear_sum_assignment``) on the overlap (IoU) of keypoint boxes, against the person's
+last box or that box moved on at its last velocity, whichever overlaps more; a detection left unmatched, or
+overlapping less than ``min_iou``, starts a new person.
 Ids count from 0 in order of first appearance. This is the simple online IoU tracker of SORT without its Kalman
 filter: enough for people who do not cross each other often; a file from a real tracker keeps its own ids.
 """
@@ -67,8 +68,11 @@ def link_detections(frames: Sequence[int], boxes: np.ndarray, min_iou: float = 0
         live = [i for i, p in enumerate(people) if 0 < frame - p.frame <= max_gap]
         matched: set[int] = set()
         if live:
+            last = np.stack([people[i].box for i in live])
             predicted = np.stack([people[i].box + people[i].velocity * (frame - people[i].frame) for i in live])
-            iou = box_iou(predicted, boxes[dets])
+            # the better of the last and the predicted box: the velocity follows fast motion, the last box
+            # survives a jittery detection whose box jumped one frame
+            iou = np.maximum(box_iou(last, boxes[dets]), box_iou(predicted, boxes[dets]))
             rows, cols = linear_sum_assignment(-iou)
             for r, c in zip(rows, cols, strict=True):
                 if iou[r, c] < min_iou:
