@@ -569,10 +569,10 @@ def read_keypoints(path: str | Path, fmt: str = "auto", image_size: tuple[float,
     for d in dets:
         by_frame[(d.frame, 0 if d.track is None else d.track)].append(d)
     chosen: list[_Det] = []
-    for (frame, track), group in sorted(by_frame.items()):
+    for (frame, tid), group in sorted(by_frame.items()):
         if len(group) > 1 and not largest:
             if any(has_id):
-                raise KeypointsError(f"{path}: frame {frame}: track id {track} appears {len(group)} times; fix the "
+                raise KeypointsError(f"{path}: frame {frame}: track id {tid} appears {len(group)} times; fix the "
                                      "tracking or pass --largest to keep the largest")
             raise KeypointsError(f"{path}: frame {frame}: {len(group)} people but the file has no track ids; pass "
                                  "--track to link people across frames (or run a tracker: MMPose/Ultralytics "
