@@ -1302,15 +1302,15 @@ def prim_lie(t: np.ndarray, seg: Segment, style: Style, rng: np.random.Generator
         tilt += hold[:, None] * 0.05 * smooth_noise(rng, len(t), 2, sigma_s=1.0, fps=fps)  # shifting, rolling a bit
     # upright parts keep the feet flat; lying parts keep the ankles they were given
     upright = 1.0 - smootherstep(np.abs(tilt).max(axis=1) / 0.5)
-    relaxed = ch[:, [CH[f"{s}_{k}"] for s in "lr" for k in ("ankle", "ankle_ev")]].copy()
-    _flat_feet(ch)
     cols = [CH[f"{s}_{k}"] for s in "lr" for k in ("ankle", "ankle_ev")]
+    relaxed = ch[:, cols].copy()
+    _flat_feet(ch)
     ch[:, cols] = upright[:, None] * ch[:, cols] + (1 - upright[:, None]) * relaxed
-    # the root moves as if the body pivoted about the feet: forward when falling forward, to the right when rolling
-    # onto the right side
+    # the feet stay roughly planted while the body pivots about them: seen from the root they swing back as it falls
+    # forward and to its left as it rolls onto its right side
     reach = 0.8 * LEG
-    speed = np.gradient(reach * np.sin(tilt[:, 0])) * fps
-    side_speed = -np.gradient(reach * np.sin(tilt[:, 1])) * fps
+    speed = _planted_speed([-reach * np.sin(tilt[:, 0])], [1.0], fps)
+    side_speed = _planted_speed([reach * np.sin(tilt[:, 1])], [1.0], fps)
     return PrimitiveOut(ch, speed, np.zeros(len(t)), np.zeros(len(t)), side_speed, tilt)
 
 
