@@ -177,20 +177,51 @@ _CONVERSIONS: dict[tuple[str, str], list[dict[int, float]]] = {
 }
 
 
+# Keypoint conversions to H36M-17 (recorded as ``keypoint_conversion`` in data files and checkpoints; absent means
+# "midpoint"): "midpoint" is MotionBERT's rule above; "fitted" makes each H36M-17 joint from a few nearby detector
+# keypoints with weights fitted so that the result lands on the joint centres (body_models/fitted_conversion.py,
+# scripts/fit_keypoint_conversion.py): detectors mark the top of the shoulder, the side of the hip and the eyes, not
+# the joints, and the midpoint rule leaves those offsets (about 5 % of the person's height at the shoulders).
+KEYPOINT_CONVERSIONS: tuple[str, ...] = ("midpoint", "fitted")
+DEFAULT_KEYPOINT_CONVERSION = "fitted"  # what new synthetic data, the readers and the shipped models use
+# A fitted joint's confidence is the lowest among its sources weighted at least this much (a hip is not made unsure
+# by a shoulder that only tilts it).
+FITTED_CONFIDENCE_WEIGHT = 0.2
+
+
+def keypoint_conversion_of(metadata: dict | None) -> str:
+    """The keypoint conversion a data file or checkpoint was made with (``metadata['keypoint_conversion']``;
+    files without the record predate the choice and used "midpoint")."""
+    method = (metadata or {}).get("keypoint_conversion", "midpoint")
+    if method not in KEYPOINT_CONVERSIONS:
+        raise ValueError(f"unknown keypoint conversion {method!r}; known: {', '.join(KEYPOINT_CONVERSIONS)}")
+    return method
+
+
 @cache
-def conversion_matrix(src: str, dst: str) -> np.ndarray:
+def conversion_matrix(src: str, dst: str, method: str = "midpoint") -> np.ndarray:
     """(J_dst, J_src) matrix whose rows are the weights that make each target joint from source joints.
 
-    Rows that no source joint can fill are all zero (see :func:`convert_keypoints` for their confidence).
+    ``method`` chooses between the conversions of :data:`KEYPOINT_CONVERSIONS` ("fitted" exists for COCO-17,
+    Halpe-26 and OpenPose-18 to H36M-17). Rows that no source joint can fill are all zero (see
+    :func:`convert_keypoints` for their confidence).
     """
     src_set, dst_set = get_joint_set(src), get_joint_set(dst)
+    if method not in KEYPOINT_CONVERSIONS:
+        raise ValueError(f"unknown keypoint conversion {method!r}; known: {', '.join(KEYPOINT_CONVERSIONS)}")
     if src_set is dst_set:
         return np.eye(src_set.num_joints)
+    table = _CONVERSIONS
+    if method == "fitted":
+        from body_models.fitted_conversion import FITTED_ROWS
+
+        table = {(s, "h36m17"): rows for s, rows in FITTED_ROWS.items()}
     try:
-        rows = _CONVERSIONS[(src_set.name, dst_set.name)]
+        rows = table[(src_set.name, dst_set.name)]
     except KeyError:
-        known = ", ".join(f"{a}->{b}" for a, b in _CONVERSIONS)
-        raise ValueError(f"no conversion from {src_set.name} to {dst_set.name}; known: {known}") from None
+        known = ", ".join(f"{a}->{b}" for a, b in table)
+        which = "fitted " if method == "fitted" else ""
+        raise ValueError(f"no {which}conversion from {src_set.name} to {dst_set.name}; known: {known}") from None
     mat = np.zeros((dst_set.num_joints, src_set.num_joints))
     for t, weights in enumerate(rows):
         for s, w in weights.items():
@@ -206,21 +237,23 @@ def convert_joints(joints: torch.Tensor | np.ndarray, src: str, dst: str) -> tor
     return np.einsum("ts,...sd->...td", mat.astype(joints.dtype, copy=False), joints)
 
 
-def convert_keypoints(keypoints: np.ndarray, src: str, dst: str) -> np.ndarray:
+def convert_keypoints(keypoints: np.ndarray, src: str, dst: str, method: str = "midpoint") -> np.ndarray:
     """Convert 2D detections ``(..., J_src, 3)`` = (x, y, confidence) to ``(..., J_dst, 3)``.
 
-    Positions are the weighted means of :func:`conversion_matrix`; a derived joint's confidence is the lowest
-    confidence among the joints it is made from (a mid-hip is no surer than its least sure hip), and joints the
+    Positions are the weighted means of :func:`conversion_matrix` (``method``: see :data:`KEYPOINT_CONVERSIONS`); a
+    derived joint's confidence is the lowest confidence among the joints it is made from (a mid-hip is no surer than
+    its least sure hip; for "fitted", among those weighted at least :data:`FITTED_CONFIDENCE_WEIGHT`), and joints the
     source cannot provide get confidence 0.
     """
     if keypoints.shape[-1] != 3:
         raise ValueError(f"keypoints must end in (x, y, confidence), got shape {keypoints.shape}")
-    mat = conversion_matrix(src, dst)
+    mat = conversion_matrix(src, dst, method)
     xy = np.einsum("ts,...sd->...td", mat, keypoints[..., :2])
     conf = keypoints[..., 2]
     out_conf = np.zeros((*conf.shape[:-1], mat.shape[0]), dtype=keypoints.dtype)
+    floor = FITTED_CONFIDENCE_WEIGHT if method == "fitted" and src != dst else 0.0
     for t in range(mat.shape[0]):
-        used = np.nonzero(mat[t])[0]
+        used = np.nonzero(np.abs(mat[t]) >= min(floor, np.abs(mat[t]).max()))[0] if floor else np.nonzero(mat[t])[0]
         if len(used):
             out_conf[..., t] = conf[..., used].min(axis=-1)
     return np.concatenate([xy, out_conf[..., None]], axis=-1).astype(keypoints.dtype, copy=False)

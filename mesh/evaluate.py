@@ -29,7 +29,7 @@ import yaml
 from tqdm import tqdm
 
 from body_models import BodyModel, BodyModelFileError, load_body_model, load_spin_regressor
-from mesh.data.mesh_data import MeshDataError, MeshSplit, read_mesh_split
+from mesh.data.mesh_data import MeshDataError, MeshSplit, read_mesh_split, require_same_conversion
 from mesh.evaluation.protocol import PROTOCOLS, MeshEvaluation, Protocol, evaluate_mesh, get_protocol
 from mesh.inference.predict import require_camera_inputs
 from mesh.inference.refine import RefineOptions
@@ -183,6 +183,7 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"{args.checkpoint}: the model uses the resolution-free track-box normalisation; "
                              "--res applies only to image-normalised models")
         split = read_mesh_split(data, args.split, args.res, require_gt=True, norm=norm)
+        require_same_conversion(ckpt["metadata"], split, args.checkpoint)
         if args.refine and split.intrinsics is None:
             raise ValueError(f"{split.name}: no cam_intrinsics: --refine needs the camera")
         require_camera_inputs(model, split)

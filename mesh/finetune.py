@@ -197,11 +197,20 @@ class MeshTask(Task):
                            for f in cfg.data.train]
         self.val_split = self._read(cfg.data.validation)
         self.test_split = self._read(cfg.data.test) if cfg.data.test is not None else None
+        # The detector -> H36M-17 keypoint rule of the data becomes the model's (mesh.infer applies it to users'
+        # files): every file must agree. A backbone made on the other rule is fine-tuned onto this one.
+        splits = [ds.split for ds in self.train_sets] + [s for s in (self.val_split, self.test_split) if s is not None]
+        rules = {s.keypoint_conversion: s.name for s in splits}
+        if len(rules) > 1:
+            raise ConfigError("the data files were made with different keypoint conversions: "
+                              + ", ".join(f"{name}: {rule}" for rule, name in rules.items()))
+        self.conversion = next(iter(rules))
         if initial is not None:  # the head comes with the mesh model (its size, its learnt mean pose and shape)
             self.model = initial.to(env.device).train()
         else:
             self.model = MeshRecovery(encoder, self.body, self.mean, cfg.head).to(env.device)
         self.model.orientation = self.orientation  # evaluation turns box_ray predictions back into the camera frame
+        self.model.keypoint_conversion = self.conversion
         try:
             set_recompute_blocks(self.model.backbone, cfg.model.recompute_blocks)
             set_recompute_mlp(self.model.backbone, cfg.model.recompute_mlp)
@@ -321,7 +330,8 @@ class MeshTask(Task):
     def metadata(self) -> dict[str, Any]:
         return {"task": "mesh fine-tuning", "backbone": self.backbone_info, "synthetic": self.synthetic,
                 "normalisation": normalisation_record(self.norm), "orientation": self.orientation,
-                "mean_params": self.mean.source, "protocol": self.protocol.name, "run_config": to_dict(self.cfg)}
+                "keypoint_conversion": self.conversion, "mean_params": self.mean.source,
+                "protocol": self.protocol.name, "run_config": to_dict(self.cfg)}
 
     def save(self, path: Path, metadata: dict[str, Any], train_state: dict[str, Any] | None) -> None:
         save_mesh_model(path, self.model, self.arch, {**self.metadata(), **metadata}, train_state)

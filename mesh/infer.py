@@ -8,7 +8,9 @@
 What it fixes relative to MotionBERT's ``infer_wild_mesh.py`` (docs/protocols.md, in-the-wild inference):
 
 - **any detector**: COCO-17 (MMPose, RTMPose, Ultralytics YOLO-pose), Halpe-26 (AlphaPose) and H36M-17 arrays, read
-  by :mod:`mesh.io.keypoints` (its docstring lists the accepted layouts);
+  by :mod:`mesh.io.keypoints` (its docstring lists the accepted layouts) and converted to H36M-17 by the keypoint rule
+  the checkpoint records (``metadata['keypoint_conversion']``: "fitted" for the shipped model, "midpoint" for files
+  without the record; docs/protocols.md, joint sets);
 - **several people**: one output per track id; people are never interleaved (a file with several people per frame
   and no track ids is an error unless ``--track`` (link people across frames by box overlap,
   :mod:`mesh.io.tracking`) or ``--largest`` (the largest person per frame));
@@ -84,6 +86,7 @@ import numpy as np
 import roma
 import torch
 
+from body_models.joint_sets import keypoint_conversion_of
 from mesh.inference.camera import Intrinsics, intrinsics_for, place_in_camera
 from mesh.inference.predict import TrackPrediction, predict_track, repose, to_camera_frame
 from mesh.io.keypoints import FORMATS, KeypointsError, Track, read_keypoints
@@ -415,6 +418,10 @@ def run_inference(keypoints: str | Path, checkpoint: str | Path, out: str | Path
 
     model, ckpt = load_mesh_model(checkpoint, map_location=device)
     norm = resolve_norm(opt.norm, ckpt.get("metadata", {}), checkpoint)
+    try:  # the detector -> H36M-17 keypoint rule the network was trained with
+        conversion = keypoint_conversion_of(ckpt.get("metadata", {}))
+    except ValueError as err:
+        raise InferError(f"{checkpoint}: {err}") from None
     body = model.body
     clip_len = opt.clip_len or checkpoint_clip_len(ckpt)
     if clip_len is None:
@@ -431,7 +438,7 @@ def run_inference(keypoints: str | Path, checkpoint: str | Path, out: str | Path
         info = video_info(opt.video)
         image_size, video_fps = image_size or (float(info.width), float(info.height)), info.fps
     tracks = read_keypoints(keypoints, opt.format, image_size, opt.largest, require_image_size=norm == "image",
-                            track=opt.track)
+                            track=opt.track, conversion=conversion)
     if opt.persons is not None:
         missing = sorted(set(opt.persons) - set(tracks))
         if missing:
@@ -495,7 +502,8 @@ def run_inference(keypoints: str | Path, checkpoint: str | Path, out: str | Path
 
                 t1 = time.perf_counter()
                 try:
-                    pred, refined = refine_track(pred, body, f.keypoints, camera.matrix, tracks[tid].source_format)
+                    pred, refined = refine_track(pred, body, f.keypoints, camera.matrix, tracks[tid].source_format,
+                                                 conversion=conversion)
                 except ValueError as err:
                     raise InferError(f"{keypoints}: track {tid}: --refine: {err}") from None
                 timings["refine"] += time.perf_counter() - t1

@@ -70,7 +70,7 @@ def render_from_checkpoint(checkpoint: str | Path, data: str | Path, out_dir: st
     """Predict every track of ``data[split]`` (or only ``sequence``) with ``checkpoint`` (clip 16, stride 8, flip
     test) and write ``DIR/<track>.mp4`` (ground truth | prediction) plus ``DIR/<track>.npz`` (the prediction)."""
     from body_models import load_body_model
-    from mesh.data.mesh_data import read_mesh_split
+    from mesh.data.mesh_data import read_mesh_split, require_same_conversion
     from mesh.inference.predict import require_camera_inputs
     from mesh.io.export import save_result, sequence_results
     from mesh.network.checkpoint import load_mesh_model
@@ -83,6 +83,7 @@ def render_from_checkpoint(checkpoint: str | Path, data: str | Path, out_dir: st
     model, ckpt = load_mesh_model(checkpoint, body)
     ms = read_mesh_split(data, split, norm=normalisation_of(ckpt["metadata"]))
     try:
+        require_same_conversion(ckpt["metadata"], ms, checkpoint)
         require_camera_inputs(model, ms)
     except ValueError as err:
         raise RenderError(str(err)) from None

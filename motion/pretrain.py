@@ -218,6 +218,7 @@ class LiftingTask(Task):
     def save(self, path: Path, metadata: dict[str, Any], train_state: dict[str, Any] | None) -> None:
         meta = {"task": "2d-3d lifting pretraining", "data": str(self.data_path), "clip_len": self.cfg.data.clip_len,
                 "normalisation": normalisation_record(self.cfg.data.norm),
+                "keypoint_conversion": self.train_split.keypoint_conversion,
                 "synthetic": self.cfg.data.path is None, "run_config": to_dict(self.cfg), **metadata}
         save_backbone(path, self.model, self.cfg.model.arch, self.model.config, meta, train_state)
 

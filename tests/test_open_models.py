@@ -10,6 +10,7 @@ import pytest
 import torch
 from motion_following import motion_r2
 
+from body_models.joint_sets import keypoint_conversion_of
 from mesh.network.checkpoint import load_mesh_model
 from motion.checkpoint import (
     SHIPPED_ENCODER,
@@ -34,8 +35,9 @@ def _driver():
     return module
 
 
-@pytest.mark.parametrize(("path", "generator"), [(SHIPPED_ENCODER, "3"), (SHIPPED_MESH_MODEL, "4")])
-def test_shipped_files_are_small_safe_and_say_how_they_were_made(path: Path, generator: str) -> None:
+@pytest.mark.parametrize(("path", "generator", "conversion"),
+                         [(SHIPPED_ENCODER, "3", "midpoint"), (SHIPPED_MESH_MODEL, "4", "fitted")])
+def test_shipped_files_are_small_safe_and_say_how_they_were_made(path: Path, generator: str, conversion: str) -> None:
     assert path.stat().st_size < 10_000_000, path.stat().st_size
     obj = torch.load(path, map_location="cpu", weights_only=True)  # raises if anything in it could run code
     assert "train_state" not in obj
@@ -45,6 +47,7 @@ def test_shipped_files_are_small_safe_and_say_how_they_were_made(path: Path, gen
     for key in ("command", "encoder_command", "mesh_command", "machine", "seconds", "metrics", "licence"):
         assert release[key], key
     assert obj["metadata"]["normalisation"]["kind"] == "track_box"
+    assert keypoint_conversion_of(obj["metadata"]) == conversion  # what mesh.infer converts a user's file with
 
 
 def test_bare_names_resolve_to_the_shipped_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -20,6 +20,7 @@ import torch
 from torch.utils.data import Dataset
 
 from body_models import SMPL24, safe_load_pickle
+from body_models.joint_sets import keypoint_conversion_of
 from body_models.rotations import axis_angle_to_rotmat, flip_axis_angle, rotmat_to_axis_angle
 from mesh.inference.camera import ray_rotations
 from motion.data.checks import check_finite, require_per_frame
@@ -50,6 +51,8 @@ class MeshSplit:
             not say): what test-time refinement converts the body's keypoints through.
         box_centre: (N, 2) pixels, the track-box centre of the ``track_box`` normalisation (None under ``image``):
             where the ray of the ``box_ray`` orientation frame passes.
+        keypoint_conversion: how the file's 2D were converted to H36M-17 (``meta['keypoint_conversion']``;
+            "midpoint" when the file does not say; see body_models.joint_sets.KEYPOINT_CONVERSIONS).
     """
 
     inputs: np.ndarray
@@ -62,6 +65,7 @@ class MeshSplit:
     intrinsics: np.ndarray | None = None
     detector_format: np.ndarray | None = None
     box_centre: np.ndarray | None = None
+    keypoint_conversion: str = "midpoint"
 
     def __len__(self) -> int:
         return len(self.source)
@@ -80,7 +84,8 @@ class MeshSplit:
         return MeshSplit(inputs=self.inputs[keep], pose=self.pose[keep], shape=self.shape[keep],
                          source=self.source[keep], gender=self.gender[keep], name=self.name,
                          keypoints_px=pick(self.keypoints_px), intrinsics=pick(self.intrinsics),
-                         detector_format=pick(self.detector_format), box_centre=pick(self.box_centre))
+                         detector_format=pick(self.detector_format), box_centre=pick(self.box_centre),
+                         keypoint_conversion=self.keypoint_conversion)
 
 
 def _resolution(raw: dict, meta: dict, res: tuple[int, int] | None, n: int, where: str) -> tuple[np.ndarray, ...]:
@@ -121,6 +126,10 @@ def read_mesh_split(path: str | Path, split: str, res: tuple[int, int] | list[in
         found = sorted(k for k in data if k != "meta") if isinstance(data, dict) else type(data).__name__
         raise MeshDataError(f"{path}: no '{split}' split (found {found})")
     where, raw = f"{path} [{split}]", data[split]
+    try:
+        conversion = keypoint_conversion_of(data.get("meta"))
+    except ValueError as err:
+        raise MeshDataError(f"{path}: meta: {err}") from None
     j2d = require_per_frame(raw, "joint_2d", (17, 2), where, MeshDataError)
     n = len(j2d)
     if "source" not in raw:
@@ -160,7 +169,22 @@ def read_mesh_split(path: str | Path, split: str, res: tuple[int, int] | list[in
     return MeshSplit(inputs=inputs.astype(np.float32), pose=pose.astype(np.float32),
                      shape=shape.astype(np.float32), source=source, gender=gender, name=where,
                      keypoints_px=np.concatenate([j2d, conf[..., None]], axis=-1).astype(np.float32),
-                     intrinsics=intrinsics, detector_format=fmt, box_centre=centre)
+                     intrinsics=intrinsics, detector_format=fmt, box_centre=centre, keypoint_conversion=conversion)
+
+
+def require_same_conversion(model_metadata: dict, split: MeshSplit, checkpoint: str | Path) -> None:
+    """Raise :class:`MeshDataError` when ``split``'s 2D were converted to H36M-17 by another keypoint rule than the
+    model was trained with (its input would then be shifted by a few percent of the person's size at the shoulders,
+    hips and head)."""
+    try:
+        trained = keypoint_conversion_of(model_metadata)
+    except ValueError as err:
+        raise MeshDataError(f"{checkpoint}: {err}") from None
+    if trained != split.keypoint_conversion:
+        raise MeshDataError(
+            f"{checkpoint} was trained on '{trained}' keypoint conversion but {split.name} holds "
+            f"'{split.keypoint_conversion}' 2D: make the data with --conversion {trained} (python -m motion.synthetic "
+            "or python -m mesh.data.prepare_3dpw)")
 
 
 def in_box_ray_frame(split: MeshSplit) -> MeshSplit:

@@ -74,6 +74,7 @@ from body_models import (
     load_body_model,
     safe_load_pickle,
 )
+from body_models.joint_sets import KEYPOINT_CONVERSIONS
 from body_models.rotations import axis_angle_to_rotmat, rotmat_to_axis_angle
 
 SPLITS = ("train", "validation", "test")
@@ -424,8 +425,8 @@ def _empty_split() -> dict[str, np.ndarray]:
     return {k: np.zeros(s, dtype=d) for k, (s, d) in shapes.items()}
 
 
-def convert_sequence(seq: Sequence, models: BodyModels, img_hw: tuple[int, int], stats: SplitStats
-                     ) -> list[dict[str, np.ndarray]]:
+def convert_sequence(seq: Sequence, models: BodyModels, img_hw: tuple[int, int], stats: SplitStats,
+                     conversion: str = "midpoint") -> list[dict[str, np.ndarray]]:
     """Per-track arrays (one dict per output track, keys as in the module docstring) of one sequence."""
     out = []
     for actor in range(seq.num_actors):
@@ -439,7 +440,7 @@ def convert_sequence(seq: Sequence, models: BodyModels, img_hw: tuple[int, int],
         gender, betas = seq.genders[actor], seq.betas[actor]
         pose_c, trans_c = world_to_camera(seq.poses[actor], seq.trans[actor], seq.cam_poses,
                                           models.root_rest(gender, betas))
-        kp = convert_keypoints(seq.poses2d[actor], "openpose18", "h36m17")  # (N, 17, 3) x, y, confidence
+        kp = convert_keypoints(seq.poses2d[actor], "openpose18", "h36m17", conversion)  # (N, 17, 3) x, y, conf
         for segment, (start, end) in enumerate(runs(keep)):
             sl, n = slice(start, end), end - start
             stats.tracks += 1
@@ -461,8 +462,8 @@ def convert_sequence(seq: Sequence, models: BodyModels, img_hw: tuple[int, int],
     return out
 
 
-def convert_split(root: Path, split: str, models: BodyModels, hw_sources: dict[str, str]
-                  ) -> tuple[dict[str, np.ndarray], SplitStats]:
+def convert_split(root: Path, split: str, models: BodyModels, hw_sources: dict[str, str],
+                  conversion: str = "midpoint") -> tuple[dict[str, np.ndarray], SplitStats]:
     """Convert every ``sequenceFiles/{split}/*.pkl`` (sorted by name) into one split dict of per-frame arrays."""
     folder = root / "sequenceFiles" / split
     if not folder.is_dir():
@@ -477,14 +478,16 @@ def convert_split(root: Path, split: str, models: BodyModels, hw_sources: dict[s
         seq = read_sequence(path)
         hw, hw_sources[seq.name] = sequence_image_size(root, seq)
         stats.sequences += 1
-        tracks.extend(convert_sequence(seq, models, hw, stats))
+        tracks.extend(convert_sequence(seq, models, hw, stats, conversion))
     data = {k: np.concatenate([t[k] for t in tracks]) for k in _KEYS} if tracks else _empty_split()
     return data, stats
 
 
 def convert(root: str | Path, smpl: str | Path | None = None, splits: tuple[str, ...] = SPLITS,
-            gendered: bool = False) -> dict[str, Any]:
-    """Convert the release at ``root`` to ``{split: {...}, 'meta': {...}}`` (see the module docstring)."""
+            gendered: bool = False, conversion: str = "midpoint") -> dict[str, Any]:
+    """Convert the release at ``root`` to ``{split: {...}, 'meta': {...}}`` (see the module docstring);
+    ``conversion``: the OpenPose-18 -> H36M-17 keypoint rule (body_models.joint_sets.KEYPOINT_CONVERSIONS), which must
+    be the one of the model that will read the file."""
     root = Path(root)
     if not root.is_dir():
         raise Pw3dError(f"{root}: no such folder (expected the 3DPW release with sequenceFiles/ and imageFiles/)")
@@ -499,7 +502,7 @@ def convert(root: str | Path, smpl: str | Path | None = None, splits: tuple[str,
     hw_sources: dict[str, str] = {}
     stats: dict[str, SplitStats] = {}
     for split in splits:
-        result[split], stats[split] = convert_split(root, split, models, hw_sources)
+        result[split], stats[split] = convert_split(root, split, models, hw_sources, conversion)
     result["meta"] = {
         "format": FORMAT,
         "dataset": "3DPW (official release, sequenceFiles)",
@@ -509,6 +512,7 @@ def convert(root: str | Path, smpl: str | Path | None = None, splits: tuple[str,
         "joint_order": "h36m17",
         "two_d_source": "poses2d (OpenPose-18 of the release) -> H36M-17 by body_models.convert_keypoints; "
                         "not MotionBERT's detections",
+        "keypoint_conversion": conversion,
         "body_model": models.description,
         "body_model_gender": "gendered (actor's male / female model)" if gendered else "neutral",
         "valid_frame_rule": "campose_valid and poses2d row not all zeros",
@@ -562,13 +566,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gendered", action="store_true",
                         help="use the actor's male/female model from --smpl for joint_cam and trans (default neutral)")
     parser.add_argument("--splits", default=",".join(SPLITS), help=f"comma-separated subset of {','.join(SPLITS)}")
+    parser.add_argument("--conversion", default="midpoint", choices=KEYPOINT_CONVERSIONS,
+                        help="OpenPose-18 -> H36M-17 keypoint rule: the one of the model you will evaluate "
+                        "('fitted' for models/ssrstf_mesh.pt; 'midpoint', MotionBERT's, for its checkpoints)")
     args = parser.parse_args(argv)
     splits = tuple(s.strip() for s in args.splits.split(",") if s.strip())
     unknown = [s for s in splits if s not in SPLITS]
     if unknown or not splits:
         parser.error(f"--splits: unknown split(s) {unknown}; choose from {', '.join(SPLITS)}")
     try:
-        data = convert(args.root, args.smpl, splits, args.gendered)
+        data = convert(args.root, args.smpl, splits, args.gendered, args.conversion)
     except Pw3dError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -132,6 +132,9 @@ def evaluate_mesh(model: MeshRecovery, split: MeshSplit, protocol: Protocol, gt_
                          f"{gt_bodies['neutral'].num_vertices} (use the body model the network was trained with)")
     regressor, notes = _joint_regressor(protocol, spin_regressor, model.body.num_vertices)
     require_camera_inputs(model, split)
+    if model.keypoint_conversion != split.keypoint_conversion:
+        raise ValueError(f"{split.name}: 2D made with the '{split.keypoint_conversion}' keypoint conversion, the model "
+                         f"was trained on '{model.keypoint_conversion}' (docs/protocols.md, joint sets)")
     if model.orientation != "camera":
         notes.add("box_ray model: predictions turned into the camera frame with the data's cam_intrinsics "
                   "(docs/protocols.md, orientation frame)")
@@ -153,7 +156,7 @@ def evaluate_mesh(model: MeshRecovery, split: MeshSplit, protocol: Protocol, gt_
         pred = to_camera_frame(model, pred, *split.ray_inputs(slice(start, end)))
         if refine is not None:
             pred, _ = refine_track(pred, model.body, split.keypoints_px[start:end], split.intrinsics[start],
-                                   str(split.detector_format[start]), refine)
+                                   str(split.detector_format[start]), refine, split.keypoint_conversion)
         body = _gt_body(gt_bodies, protocol, str(split.gender[start]), notes).to(device)
         rot = pose_to_rotmats(torch.from_numpy(split.pose[start:end]).to(device))
         shape = split.shape[start:end]

@@ -39,7 +39,7 @@ import roma
 import torch
 
 from body_models import BodyModel
-from body_models.joint_sets import conversion_matrix
+from body_models.joint_sets import DEFAULT_KEYPOINT_CONVERSION, conversion_matrix
 from body_models.landmarks import detector_landmarks
 from mesh.inference.camera import place_in_camera
 from mesh.inference.predict import TrackPrediction, repose
@@ -100,7 +100,8 @@ def _project(points: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
 
 
 def refine_track(pred: TrackPrediction, body: BodyModel, keypoints: np.ndarray, K: np.ndarray, source_format: str,
-                 options: RefineOptions | None = None) -> tuple[TrackPrediction, RefineReport]:
+                 options: RefineOptions | None = None, conversion: str = DEFAULT_KEYPOINT_CONVERSION
+                 ) -> tuple[TrackPrediction, RefineReport]:
     """The refined prediction of one track (same betas, re-posed, pelvis-centred as ``pred``) and a report.
 
     Args:
@@ -111,6 +112,8 @@ def refine_track(pred: TrackPrediction, body: BodyModel, keypoints: np.ndarray, 
         K: ``(3, 3)`` camera intrinsics in pixels.
         source_format: the file's joint order: ``'coco'``, ``'halpe'`` or ``'h36m'`` (or the joint set names
             ``'coco17'``, ``'halpe26'``, ``'h36m17'``).
+        conversion: the keypoint conversion ``keypoints`` were made with (the model's, see
+            body_models.joint_sets.KEYPOINT_CONVERSIONS): the body's own keypoints are converted the same way.
     """
     opt = options or RefineOptions()
     fmt = SOURCE_JOINT_SETS.get(source_format, source_format)
@@ -147,7 +150,7 @@ def refine_track(pred: TrackPrediction, body: BodyModel, keypoints: np.ndarray, 
     support = torch.as_tensor(marks_support, device=device)
     scale = as_t(size)[:, None, None]
     Kt = as_t(K)
-    to_h36m = as_t(conversion_matrix(fmt, "h36m17"))
+    to_h36m = as_t(conversion_matrix(fmt, "h36m17", conversion))
     mark_ids = torch.as_tensor(marks.vertex_ids, device=device)
     mark_w = as_t(marks.weights)
     n_src = to_h36m.shape[1]

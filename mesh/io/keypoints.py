@@ -3,8 +3,9 @@
 :func:`read_keypoints` returns ``{track_id: Track}``; each :class:`Track` has ``frames (N,)`` (video frame numbers
 where the person was detected, strictly increasing, gaps allowed), ``keypoints (N, 17, 3)`` (H36M-17 x, y in pixels,
 confidence) and ``image_size`` (w, h) or None. Conversion to H36M-17 uses :func:`body_models.convert_keypoints`
-(COCO-17: pelvis = mid-hip, thorax = mid-shoulder, spine = mid(pelvis, thorax), head = mid-eye; Halpe-26: MotionBERT's
-``halpe2h36m``; derived joints take the lowest confidence of their sources).
+with the rule the model was trained on (``conversion``: "fitted", weights that land on the joint centres, the
+default and the shipped models' rule; or "midpoint", MotionBERT's: COCO-17 pelvis = mid-hip, thorax = mid-shoulder,
+spine = mid(pelvis, thorax), head = mid-eye; Halpe-26 ``halpe2h36m``; see docs/protocols.md, joint sets).
 
 Accepted inputs (``fmt`` = the joint order: ``coco`` (COCO-17), ``halpe`` (Halpe-26), ``h36m`` (H36M-17); ``auto``
 picks it from the keypoint count: 17 = COCO in JSON, H36M in ``.npy``/``.npz``; 26 = Halpe):
@@ -83,7 +84,7 @@ from typing import Any
 
 import numpy as np
 
-from body_models.joint_sets import conversion_matrix, convert_keypoints
+from body_models.joint_sets import DEFAULT_KEYPOINT_CONVERSION, conversion_matrix, convert_keypoints
 from mesh.io.tracking import keypoint_box, link_detections
 
 FORMATS = ("auto", "coco", "halpe", "h36m")
@@ -486,15 +487,16 @@ def _box_area(kp: np.ndarray) -> float:
     return float(np.nan_to_num((x1 - x0) * (y1 - y0)))
 
 
-def _to_h36m(kp: np.ndarray, fmt: str) -> np.ndarray:
-    """(N, J, 3) source keypoints -> (N, 17, 3) H36M-17; NaN coordinates propagate as NaN with confidence 0."""
+def _to_h36m(kp: np.ndarray, fmt: str, conversion: str = DEFAULT_KEYPOINT_CONVERSION) -> np.ndarray:
+    """(N, J, 3) source keypoints -> (N, 17, 3) H36M-17 (``conversion``: see
+    body_models.joint_sets.KEYPOINT_CONVERSIONS); NaN coordinates propagate as NaN with confidence 0."""
     kp = np.array(kp, dtype=np.float64)
     bad = ~np.isfinite(kp[..., :2]).all(axis=-1)
     kp[..., 2] = np.where(bad | ~np.isfinite(kp[..., 2]), 0.0, kp[..., 2])
     kp[..., :2] = np.where(bad[..., None], 0.0, kp[..., :2])  # 0 * NaN would poison every weighted mean
     src = _JOINT_SET[fmt]
-    out = convert_keypoints(kp, src, "h36m17")
-    mat = conversion_matrix(src, "h36m17")
+    out = convert_keypoints(kp, src, "h36m17", conversion)
+    mat = conversion_matrix(src, "h36m17", conversion)
     out_bad = (bad.astype(np.float64) @ (mat != 0).T.astype(np.float64)) > 0
     out[..., :2] = np.where(out_bad[..., None], np.nan, out[..., :2])
     out[..., 2] = np.where(out_bad, 0.0, out[..., 2])
@@ -502,7 +504,8 @@ def _to_h36m(kp: np.ndarray, fmt: str) -> np.ndarray:
 
 
 def read_keypoints(path: str | Path, fmt: str = "auto", image_size: tuple[float, float] | None = None,
-                   largest: bool = False, require_image_size: bool = True, track: bool = False) -> dict[int, Track]:
+                   largest: bool = False, require_image_size: bool = True, track: bool = False,
+                   conversion: str = DEFAULT_KEYPOINT_CONVERSION) -> dict[int, Track]:
     """Read a detector file into ``{track_id: Track}`` (see the module docstring for the accepted layouts).
 
     Args:
@@ -512,6 +515,8 @@ def read_keypoints(path: str | Path, fmt: str = "auto", image_size: tuple[float,
         track: without track ids, link the people of successive frames into tracks
             (:func:`mesh.io.tracking.link_detections`); a file with track ids keeps its own.
         require_image_size: raise when neither ``image_size`` nor the file gives one.
+        conversion: the detector -> H36M-17 rule (body_models.joint_sets.KEYPOINT_CONVERSIONS): the one the model
+            was trained with (``mesh.infer`` reads it from the checkpoint).
 
     Raises:
         KeypointsError: one line naming the file (and frame) for every unusable input.
@@ -585,7 +590,7 @@ def read_keypoints(path: str | Path, fmt: str = "auto", image_size: tuple[float,
         grouped[0 if d.track is None else d.track].append(d)
     for tid in sorted(grouped):
         group = sorted(grouped[tid], key=lambda d: d.frame)
-        kp = _to_h36m(np.stack([d.kp for d in group]), fmt)
+        kp = _to_h36m(np.stack([d.kp for d in group]), fmt, conversion)
         tracks[tid] = Track(frames=np.array([d.frame for d in group], dtype=np.int64),
                             keypoints=kp.astype(np.float32), image_size=size, source_format=fmt, fps=info.fps)
     return tracks

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from body_models import BodyModel, MeanParams, load_body_model
+from body_models.joint_sets import keypoint_conversion_of
 from mesh.network.head import HeadConfig
 from mesh.network.model import MeshRecovery, orientation_of
 from motion.checkpoint import (
@@ -107,6 +108,7 @@ def load_mesh_model(path: str | Path, body: BodyModel | None = None, map_locatio
         raise CheckpointError(f"{path}: {err}") from None
     try:
         model.orientation = orientation_of(obj.get("metadata"))
+        model.keypoint_conversion = keypoint_conversion_of(obj.get("metadata"))
     except ValueError as err:
         raise CheckpointError(f"{path}: {err}") from None
     return model.to(map_location).eval(), obj
@@ -198,7 +200,7 @@ def export_encoder(path: str | Path, out: str | Path) -> Path:
         raise CheckpointError(f"{path}: {err}") from None
     meta = obj.get("metadata", {})
     metadata = {"task": "encoder of a mesh model", "source": str(path),
-                **{k: meta[k] for k in ("normalisation", "synthetic", "epoch") if k in meta}}
+                **{k: meta[k] for k in ("normalisation", "keypoint_conversion", "synthetic", "epoch") if k in meta}}
     save_backbone(out, encoder, arch, cfg, metadata)
     return Path(out)
 

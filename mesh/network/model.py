@@ -69,10 +69,12 @@ class MeshRecovery(nn.Module):
 
     The body model's arrays are non-persistent buffers: checkpoints hold the network only, and record which body
     model it was trained with in their metadata. ``orientation`` is the frame of the predicted global orientation
-    (:data:`ORIENTATIONS`; recorded in the checkpoint's metadata).
+    (:data:`ORIENTATIONS`; recorded in the checkpoint's metadata); ``keypoint_conversion`` the detector -> H36M-17
+    rule its 2D input was made with (body_models.joint_sets.KEYPOINT_CONVERSIONS; recorded the same way).
     """
 
     orientation: str = "camera"
+    keypoint_conversion: str = "midpoint"
 
     def __init__(self, backbone: nn.Module, body: BodyModel, mean: MeanParams,
                  head_config: HeadConfig | None = None) -> None:

@@ -16,6 +16,7 @@ import torch
 from torch.utils.data import Dataset
 
 from body_models import safe_load_pickle
+from body_models.joint_sets import keypoint_conversion_of
 from motion.data.checks import check_finite, require_per_frame
 from motion.data.clips import clip_indices
 from motion.data.transforms import (
@@ -61,12 +62,13 @@ class LiftingSplit:
     height: np.ndarray
     source: np.ndarray
     action: np.ndarray
+    keypoint_conversion: str = "midpoint"  # the file's detector -> H36M-17 rule (meta; absent = midpoint)
 
     def __len__(self) -> int:
         return len(self.source)
 
     def subset(self, keep: np.ndarray) -> LiftingSplit:
-        return LiftingSplit(**{k: v[keep] for k, v in vars(self).items()})
+        return LiftingSplit(**{k: v[keep] if isinstance(v, np.ndarray) else v for k, v in vars(self).items()})
 
 
 def read_lifting_split(path: str | Path, split: str, camera_sizes: dict[str, tuple[int, int]] | None = None,
@@ -90,6 +92,10 @@ def read_lifting_split(path: str | Path, split: str, camera_sizes: dict[str, tup
         raise LiftingDataError(f"{path}: no '{split}' split (found {keys})")
     where = f"{path} [{split}]"
     raw = data[split]
+    try:
+        conversion = keypoint_conversion_of(data.get("meta"))
+    except ValueError as err:
+        raise LiftingDataError(f"{path}: meta: {err}") from None
     j2d = require_per_frame(raw, "joint_2d", (17, 2), where, LiftingDataError)
     n = len(j2d)
     j3d = require_per_frame(raw, "joint3d_image", (17, 3), where, LiftingDataError)
@@ -131,6 +137,7 @@ def read_lifting_split(path: str | Path, split: str, camera_sizes: dict[str, tup
     out = LiftingSplit(
         inputs=np.concatenate([uv, conf[..., None]], axis=-1).astype(np.float32), targets=targets.astype(np.float32),
         target_mm=mm.astype(np.float64), factor=factor, width=width, height=height, source=source, action=action,
+        keypoint_conversion=conversion,
     )
     if exclude_sources:
         keep = ~np.array([any(s.startswith(e) for e in exclude_sources) for s in source])
