@@ -5,9 +5,11 @@ For each frame, fit one scale and a 2D shift (least squares) that map the x, y o
 as a percentage of the keypoints' vertical extent. The same fit for the track's time-averaged pose gives the
 reference: the ratio per-frame / track-mean is about 1.0 for a model that ignores its input, lower is better.
 
-The residual compares joint *centres* with detector *keypoints*, which sit centimetres away from them (shoulder
-keypoints above the shoulder joints, ankle keypoints above the ankles), so even exact 3D joints leave a floor:
-``--synthetic FILE`` measures it with the ground truth of synthetic tracks against their simulated detections.
+The residual compares joint *centres* with detector keypoints converted to H36M-17, and whatever offset the
+conversion leaves between the two (with MotionBERT's midpoint rule: shoulder keypoints above the shoulder joints, the
+mid-eye point below the head joint; the fitted rule removes most of it, docs/protocols.md) counts in every frame, so
+even exact 3D joints leave a floor: ``--synthetic FILE`` measures it with the ground truth of synthetic tracks against
+their simulated detections (converted by the file's own rule).
 
 Usage::
 
