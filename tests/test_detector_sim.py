@@ -147,7 +147,7 @@ def test_training_2d_goes_through_the_readers_conversion(body, tmp_path: Path) -
     for s in seqs:
         out = synthetic_to_json(pkl, tmp_path / f"{s.name}.json", "test", s.name)
         assert json.loads(out.read_text())  # valid JSON
-        (track,) = read_keypoints(out, "auto", image_size=s.image_wh).values()
+        (track,) = read_keypoints(out, "auto", image_size=s.image_wh, conversion="fitted").values()
         assert track.source_format == {"coco17": "coco", "halpe26": "halpe"}[s.detector.fmt]
         np.testing.assert_allclose(track.keypoints[..., :2], s.joints_2d, atol=0.01)
         np.testing.assert_allclose(track.keypoints[..., 2], s.confidence, atol=1e-3)

@@ -11,10 +11,12 @@ import json
 import pickle
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from body_models import BodyModel, load_body_model, load_mean_params
+from body_models.joint_sets import convert_keypoints
 from mesh.evaluate import main as evaluate
 from mesh.network.checkpoint import load_mesh_model
 from mesh.network.head import HeadConfig
@@ -150,6 +152,16 @@ def test_evaluate_cli_runs_on_a_motionbert_file(body: BodyModel, synthetic_data:
     data = tmp_path / "tiny_mesh.pkl"
     data.write_bytes(pickle.dumps(raw))
     out = tmp_path / "eval"
+    # The synthetic default's 2D use the fitted keypoint rule; a MotionBERT file (no record: midpoint) refuses them...
+    assert evaluate(["--checkpoint", str(ckpt), "--data", str(data), "--out", str(out)]) == 2
+    assert "trained on 'midpoint' keypoint conversion" in capsys.readouterr().err
+    # ... and runs on the same frames converted by its own rule, from the simulated detections the file keeps.
+    det, fmt = raw["test"]["detector_keypoints"], raw["test"]["detector_format"]
+    h36m = np.stack([convert_keypoints(det[i, :17 if f == "coco17" else 26], f, "h36m17", "midpoint")
+                     for i, f in enumerate(fmt.astype(str))])
+    raw["test"]["joint_2d"], raw["test"]["confidence"] = h36m[..., :2], h36m[..., 2:]
+    raw["meta"]["keypoint_conversion"] = "midpoint"
+    data.write_bytes(pickle.dumps(raw))
     assert evaluate(["--checkpoint", str(ckpt), "--data", str(data), "--out", str(out)]) == 0
     summary = json.loads((out / "metrics.json").read_text())["summary"]
     assert summary["frames"] > 0 and summary["mpve_mm"] > 0

@@ -70,18 +70,21 @@ def test_refinement_pulls_a_perturbed_pose_back_onto_the_detections(body, tracks
     assert after < 0.8 * before, errors
 
 
-def test_refinement_leaves_the_true_pose_about_where_it_is_and_finds_the_convention(body, tracks) -> None:
+def test_refinement_leaves_the_true_pose_about_where_it_is_and_finds_the_convention(body) -> None:
     """Started from the true pose, the fit moves the joints by little (the detections are noisy; the prior and the
     smoothness hold the pose), does not explain the keypoints worse, and recovers the annotation convention the
     simulated detector drew for the track (shoulders, hips, ankles) better than the middle of the ranges does
-    (observed: 7-8 mm mean error against 11-14 mm)."""
+    (observed: 7-8 mm mean error against 11-14 mm). With midpoint keypoints, which keep the detector's shoulders and
+    hips as they are: the fitted rule blends shoulders and hips, and through it the convention is found less well (on
+    one of these tracks 11.2 mm against the middle's 14.6, short of the 0.75x asked here)."""
     middle = {k: 0.5 * (lo + hi) for k, (lo, hi) in CONVENTION_RANGES_M.items()}
-    for i, s in enumerate(tracks):
+    for i, s in enumerate(generate_sequences(3, 5, body, "test", 50, 70, conversion="midpoint")):
         child = sequence_rng(5, "test", i).spawn(1)[0]  # the generator's convention stream for this track
         drawn = {k: float(child.uniform(*r)) for k, r in CONVENTION_RANGES_M.items()}
         truth = pose_to_rotmats(torch.as_tensor(s.pose, dtype=torch.float32), 24)
         kp = np.concatenate([s.joints_2d, s.confidence[..., None]], axis=-1)
-        refined, report = refine_track(_prediction(body, truth, s.betas), body, kp, s.intrinsics, s.detector.fmt)
+        refined, report = refine_track(_prediction(body, truth, s.betas), body, kp, s.intrinsics, s.detector.fmt,
+                                       conversion="midpoint")
         assert _mpjpe_mm(body, refined.rotmats, s.betas, s.joints_cam) < 25.0
         assert report.residual_after <= report.residual_before
         fitted_error = np.mean([abs(report.convention[k] - drawn[k]) for k in drawn])

@@ -3,8 +3,9 @@
 :func:`read_keypoints` returns ``{track_id: Track}``; each :class:`Track` has ``frames (N,)`` (video frame numbers
 where the person was detected, strictly increasing, gaps allowed), ``keypoints (N, 17, 3)`` (H36M-17 x, y in pixels,
 confidence) and ``image_size`` (w, h) or None. Conversion to H36M-17 uses :func:`body_models.convert_keypoints`
-with the rule the model was trained on (``conversion``: "fitted", weights that land on the joint centres, the
-default and the shipped models' rule; or "midpoint", MotionBERT's: COCO-17 pelvis = mid-hip, thorax = mid-shoulder,
+with the rule the model was trained on (``conversion``, which ``mesh.infer`` reads from the checkpoint: "fitted",
+weights that land on the joint centres, the shipped models' rule; or "midpoint", MotionBERT's and this function's
+default: COCO-17 pelvis = mid-hip, thorax = mid-shoulder,
 spine = mid(pelvis, thorax), head = mid-eye; Halpe-26 ``halpe2h36m``; see docs/protocols.md, joint sets).
 
 Accepted inputs (``fmt`` = the joint order: ``coco`` (COCO-17), ``halpe`` (Halpe-26), ``h36m`` (H36M-17); ``auto``
@@ -84,7 +85,7 @@ from typing import Any
 
 import numpy as np
 
-from body_models.joint_sets import DEFAULT_KEYPOINT_CONVERSION, conversion_matrix, convert_keypoints
+from body_models.joint_sets import conversion_matrix, convert_keypoints
 from mesh.io.tracking import keypoint_box, link_detections
 
 FORMATS = ("auto", "coco", "halpe", "h36m")
@@ -487,7 +488,7 @@ def _box_area(kp: np.ndarray) -> float:
     return float(np.nan_to_num((x1 - x0) * (y1 - y0)))
 
 
-def _to_h36m(kp: np.ndarray, fmt: str, conversion: str = DEFAULT_KEYPOINT_CONVERSION) -> np.ndarray:
+def _to_h36m(kp: np.ndarray, fmt: str, conversion: str = "midpoint") -> np.ndarray:
     """(N, J, 3) source keypoints -> (N, 17, 3) H36M-17 (``conversion``: see
     body_models.joint_sets.KEYPOINT_CONVERSIONS); NaN coordinates propagate as NaN with confidence 0."""
     kp = np.array(kp, dtype=np.float64)
@@ -505,7 +506,7 @@ def _to_h36m(kp: np.ndarray, fmt: str, conversion: str = DEFAULT_KEYPOINT_CONVER
 
 def read_keypoints(path: str | Path, fmt: str = "auto", image_size: tuple[float, float] | None = None,
                    largest: bool = False, require_image_size: bool = True, track: bool = False,
-                   conversion: str = DEFAULT_KEYPOINT_CONVERSION) -> dict[int, Track]:
+                   conversion: str = "midpoint") -> dict[int, Track]:
     """Read a detector file into ``{track_id: Track}`` (see the module docstring for the accepted layouts).
 
     Args:
@@ -516,7 +517,7 @@ def read_keypoints(path: str | Path, fmt: str = "auto", image_size: tuple[float,
             (:func:`mesh.io.tracking.link_detections`); a file with track ids keeps its own.
         require_image_size: raise when neither ``image_size`` nor the file gives one.
         conversion: the detector -> H36M-17 rule (body_models.joint_sets.KEYPOINT_CONVERSIONS): the one the model
-            was trained with (``mesh.infer`` reads it from the checkpoint).
+            was trained with (``mesh.infer`` reads it from the checkpoint); default "midpoint", MotionBERT's.
 
     Raises:
         KeypointsError: one line naming the file (and frame) for every unusable input.
