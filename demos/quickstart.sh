@@ -4,7 +4,7 @@
 #   synthetic data -> fine-tune mesh recovery from the shipped encoder (python -m mesh.finetune --backbone ssrstf.pt)
 #   -> evaluate it and the shipped mesh model -> render a test sequence with the shipped mesh model
 #   -> in-the-wild inference with the shipped mesh model from a detector-format keypoint file (npz, glb, mp4).
-# Every number printed here is on SYNTHETIC data, not 3DPW / Human3.6M. About 6 minutes on 2 CPU cores.
+# Every number printed here is on SYNTHETIC data, not 3DPW / Human3.6M. About 5 minutes on 2 CPU cores.
 # Outputs: data/synthetic/ and runs/quickstart_*/ (delete runs/quickstart_* to start again).
 set -euo pipefail
 cd "$(dirname "$0")/.."
