@@ -183,7 +183,7 @@ _CONVERSIONS: dict[tuple[str, str], list[dict[int, float]]] = {
 # scripts/fit_keypoint_conversion.py): detectors mark the top of the shoulder, the side of the hip and the eyes, not
 # the joints, and the midpoint rule leaves those offsets (about 5 % of the person's height at the shoulders).
 KEYPOINT_CONVERSIONS: tuple[str, ...] = ("midpoint", "fitted")
-DEFAULT_KEYPOINT_CONVERSION = "fitted"  # what new synthetic data, the readers and the shipped models use
+DEFAULT_KEYPOINT_CONVERSION = "fitted"  # new synthetic data and the shipped models (readers take the model's rule)
 # A fitted joint's confidence is the lowest among its sources weighted at least this much (a hip is not made unsure
 # by a shoulder that only tilts it).
 FITTED_CONFIDENCE_WEIGHT = 0.2
