@@ -6,7 +6,8 @@
 
 Stages (each skipped when its results exist, resumed from its ``last.pt`` when it was cut off):
 
-1. ``data``: ``python -m motion.synthetic`` with the profile's sequence counts (seeded: identical for any worker count).
+1. ``data``: ``python -m motion.synthetic`` with the profile's sequence counts (seeded: identical for any worker count),
+   ``--version`` (generator version; 4 adds lying on the floor) and ``--conversion`` (keypoint rule) passed through.
 2. ``encoder``: ``python -m motion.pretrain --config configs/motion/open_xs.yaml`` -> ``OUT/encoder/best.pt``.
 3. ``mesh``: ``python -m mesh.finetune --backbone OUT/encoder/best.pt --config configs/mesh/open.yaml``.
 4. ``heldout``: ``python -m mesh.evaluate`` on the ``test_heldout`` split (the motion family kept out of training).
@@ -151,12 +152,21 @@ def fit_schedule(budget_min: float, max_epochs: int, rates: tuple[float, float, 
 
 
 def main(argv: list[str] | None = None) -> int:
+    sys.path.insert(0, str(ROOT))
+    from body_models.joint_sets import DEFAULT_KEYPOINT_CONVERSION, KEYPOINT_CONVERSIONS
+    from motion.synthetic import GENERATOR_VERSION, VERSION_FAMILIES
+
     ap = argparse.ArgumentParser(prog="python scripts/train_open_models.py", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--profile", choices=sorted(PROFILES), default="cpu")
     ap.add_argument("--out", type=Path, default=Path("runs/open"), help="work folder (resumable)")
     ap.add_argument("--arch", choices=sorted(ENCODER_CONFIGS), default="ssrstf")
     ap.add_argument("--seed", type=int, default=0, help="data and training seed")
+    ap.add_argument("--version", default=None, choices=sorted(VERSION_FAMILIES),
+                    help="synthetic generator version passed to motion.synthetic (default: its default; 4 adds lying "
+                         "on the floor)")
+    ap.add_argument("--conversion", choices=KEYPOINT_CONVERSIONS, default=None,
+                    help="keypoint conversion of the synthetic 2D input (default: motion.synthetic's, fitted)")
     ap.add_argument("--encoder-min", type=float, default=None, help="encoder budget, minutes (default: profile)")
     ap.add_argument("--mesh-min", type=float, default=None, help="mesh budget, minutes (default: profile)")
     ap.add_argument("--encoder-steps", type=int, default=None,
@@ -173,10 +183,15 @@ def main(argv: list[str] | None = None) -> int:
     run = Runner(out)
     plan_path = out / "plan.json"
     plan: dict[str, Any] = json.loads(plan_path.read_text()) if plan_path.is_file() else {}
-    if plan and (plan.get("profile") != args.profile or plan.get("arch") != args.arch or plan.get("seed") != args.seed):
-        raise SystemExit(f"train_open_models: {out} holds a run of another profile/arch/seed ({plan_path}); "
+    version = args.version or GENERATOR_VERSION
+    conversion = args.conversion or DEFAULT_KEYPOINT_CONVERSION
+    identity = {"profile": args.profile, "arch": args.arch, "seed": args.seed, "generator_version": version,
+                "keypoint_conversion": conversion}
+    # runs made before the data options were recorded used version 3 with the rule of their day
+    if plan and any(plan.get(k, v) != v for k, v in identity.items()):
+        raise SystemExit(f"train_open_models: {out} holds a run of another profile/arch/seed/data ({plan_path}); "
                          "use another --out")
-    plan.update(profile=args.profile, arch=args.arch, seed=args.seed, profile_values=asdict(prof),
+    plan.update(**identity, profile_values=asdict(prof),
                 machine=machine(), argv=sys.argv[1:] if argv is None else argv)
     times: dict[str, float] = plan.setdefault("seconds", {})
 
@@ -193,6 +208,7 @@ def main(argv: list[str] | None = None) -> int:
         times["data"] = run(["-m", "motion.synthetic", "--out", str(data), "--seed", str(args.seed),
                              "--sequences-train", str(s["train"]), "--sequences-val", str(s["validation"]),
                              "--sequences-test", str(s["test"]), "--sequences-heldout", str(s["test_heldout"]),
+                             "--version", version, "--conversion", conversion,
                              "--workers", str(args.data_workers)])
         save_plan()
 
@@ -278,10 +294,10 @@ def ship(folder: Path, out: Path, summary: dict[str, Any]) -> None:
     """Release copies of the encoder and the mesh model, each recording how it was made."""
     sys.path.insert(0, str(ROOT))
     from motion.checkpoint import export_release
-    from motion.synthetic import GENERATOR_VERSION
 
     plan = summary["plan"]
-    release = {"generator_version": GENERATOR_VERSION, "seed": plan["seed"], "profile": plan["profile"],
+    release = {"generator_version": plan["generator_version"], "keypoint_conversion": plan["keypoint_conversion"],
+               "seed": plan["seed"], "profile": plan["profile"],
                "sequences": plan["profile_values"]["sequences"], "machine": plan["machine"],
                "seconds": summary["seconds"], "metrics": summary["metrics"],
                "command": "python scripts/train_open_models.py " + " ".join(plan["argv"]),
