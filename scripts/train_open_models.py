@@ -187,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     conversion = args.conversion or DEFAULT_KEYPOINT_CONVERSION
     identity = {"profile": args.profile, "arch": args.arch, "seed": args.seed, "generator_version": version,
                 "keypoint_conversion": conversion}
-    # runs made before the data options were recorded used version 3 with the rule of their day
+    # a key missing from an older plan (written before the data options existed) is not held against it
     if plan and any(plan.get(k, v) != v for k, v in identity.items()):
         raise SystemExit(f"train_open_models: {out} holds a run of another profile/arch/seed/data ({plan_path}); "
                          "use another --out")

@@ -125,3 +125,17 @@ def test_probe_rates_use_the_steady_state(tmp_path: Path) -> None:
     log.write_text("epoch,seconds,train_seconds,steps,step_seconds\n1,30.0,20.0,30,0.5\n")
     per_step, warmup, validation = _driver().probe_rates(log)
     assert (per_step, warmup, validation) == (0.5, 5.0, 10.0)
+
+
+def test_a_work_folder_is_not_resumed_with_other_data(tmp_path: Path) -> None:
+    """The training driver refuses to continue a run whose data were made by another generator version or keypoint
+    rule (the data stage would be skipped and the new options silently ignored)."""
+    import json
+
+    driver = _driver()
+    (tmp_path / "plan.json").write_text(json.dumps({"profile": "smoke", "arch": "ssrstf", "seed": 0,
+                                                    "generator_version": "3", "keypoint_conversion": "fitted"}))
+    with pytest.raises(SystemExit, match="another profile/arch/seed/data"):
+        driver.main(["--profile", "smoke", "--out", str(tmp_path), "--version", "4"])
+    with pytest.raises(SystemExit, match="another profile/arch/seed/data"):
+        driver.main(["--profile", "smoke", "--out", str(tmp_path), "--version", "3", "--conversion", "midpoint"])
