@@ -81,6 +81,9 @@ class DataFile:
     # 'exclude' them from a training entry, keep 'only' them in the validation entry (same file, split and k).
     holdout_every: int | None = None
     holdout: Literal["exclude", "only"] = "exclude"
+    # Keep only the tracks with a frame doing one of these actions (synthetic files: the motion primitive), e.g. a
+    # second entry of the same split with actions: [lie] and weight: 2 draws tracks with lying people three times.
+    actions: list[str] | None = None
 
 
 @dataclass
@@ -247,11 +250,16 @@ class MeshTask(Task):
 
             path = str(ensure_synthetic_data(Path(self.cfg.data.synthetic_dir))["mesh"])
         split = read_mesh_split(path, f.split, f.res, norm=self.norm)
-        if f.holdout_every is None:
-            return split
-        tracks = list(dict.fromkeys(split.source.tolist()))
-        held = np.isin(split.source, tracks[f.holdout_every - 1::f.holdout_every])
-        return split.subset(held if f.holdout == "only" else ~held)
+        if f.holdout_every is not None:
+            tracks = list(dict.fromkeys(split.source.tolist()))
+            held = np.isin(split.source, tracks[f.holdout_every - 1::f.holdout_every])
+            split = split.subset(held if f.holdout == "only" else ~held)
+        if f.actions is not None:
+            try:
+                split = split.tracks_with_actions(f.actions)
+            except MeshDataError as err:
+                raise ConfigError(f"data actions={f.actions}: {err}") from None
+        return split
 
     def _train_split(self, f: DataFile) -> MeshSplit:
         """A training split, its ground-truth orientation in the model's frame (validation and test stay in the

@@ -19,6 +19,7 @@ import torch
 from conftest import SMALL_ENCODER
 from motion_following import motion_r2
 
+from mesh.data.mesh_data import read_mesh_split
 from mesh.finetune import main as finetune
 from motion.checkpoint import read_checkpoint
 
@@ -184,3 +185,20 @@ def test_clear_errors(synthetic_data: dict[str, Path], tmp_path: Path, capsys: p
     assert "model.recompute_blocks must be >= 0, got -1" in capsys.readouterr().err
     assert finetune([*base, "loop.micro_batches=0"]) == 2
     assert "loop.micro_batches must be >= 1, got 0" in capsys.readouterr().err
+
+
+def test_a_training_entry_keeps_whole_tracks_of_the_chosen_actions(synthetic_data: dict[str, Path], tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture) -> None:
+    split = read_mesh_split(synthetic_data["mesh"], "train")
+    action = split.action[len(split) // 2]  # whatever the middle frame does
+    kept = split.tracks_with_actions([action])
+    with_action = set(split.source[split.action == action])
+    assert set(kept.source) == with_action and 0 < len(with_action) < len(set(split.source))
+    for track in with_action:  # whole tracks, in order, their frames still paired with their own ground truth
+        whole = split.source == track
+        assert (kept.source == track).sum() == whole.sum()
+        np.testing.assert_array_equal(kept.pose[kept.source == track], split.pose[whole])
+    base = _tiny(tmp_path, "act", synthetic_data)
+    mesh = synthetic_data["mesh"]
+    assert finetune([*base, f"data.train=[{{path: {mesh}, split: train, actions: [levitate]}}]"]) == 2
+    assert "data actions=['levitate']: " in (err := capsys.readouterr().err) and "no frame has action" in err

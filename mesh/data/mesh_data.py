@@ -53,6 +53,8 @@ class MeshSplit:
             where the ray of the ``box_ray`` orientation frame passes.
         keypoint_conversion: how the file's 2D were converted to H36M-17 (``meta['keypoint_conversion']``;
             "midpoint" when the file does not say; see body_models.joint_sets.KEYPOINT_CONVERSIONS).
+        action: (N,) str, what the person does in each frame (the file's ``frame_action``, else ``action``; the
+            synthetic files: the motion primitive), or None when the file has neither.
     """
 
     inputs: np.ndarray
@@ -66,6 +68,7 @@ class MeshSplit:
     detector_format: np.ndarray | None = None
     box_centre: np.ndarray | None = None
     keypoint_conversion: str = "midpoint"
+    action: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.source)
@@ -85,7 +88,18 @@ class MeshSplit:
                          source=self.source[keep], gender=self.gender[keep], name=self.name,
                          keypoints_px=pick(self.keypoints_px), intrinsics=pick(self.intrinsics),
                          detector_format=pick(self.detector_format), box_centre=pick(self.box_centre),
-                         keypoint_conversion=self.keypoint_conversion)
+                         keypoint_conversion=self.keypoint_conversion, action=pick(self.action))
+
+    def tracks_with_actions(self, actions: list[str]) -> MeshSplit:
+        """The whole tracks that have at least one frame doing one of ``actions`` (so clips keep what comes before
+        and after it, e.g. the fall before lying on the floor)."""
+        if self.action is None:
+            raise MeshDataError(f"{self.name}: no 'frame_action' or 'action' key, so tracks cannot be chosen by action")
+        chosen = np.unique(self.source[np.isin(self.action, actions)])
+        if len(chosen) == 0:
+            found = sorted(set(self.action.tolist()))
+            raise MeshDataError(f"{self.name}: no frame has action {actions} (found {found[:12]})")
+        return self.subset(np.isin(self.source, chosen))
 
 
 def _resolution(raw: dict, meta: dict, res: tuple[int, int] | None, n: int, where: str) -> tuple[np.ndarray, ...]:
@@ -166,10 +180,15 @@ def read_mesh_split(path: str | Path, split: str, res: tuple[int, int] | list[in
     fmt = np.asarray(raw["detector_format"]).astype(str) if "detector_format" in raw else np.full(n, "h36m17")
     if len(fmt) != n:
         raise MeshDataError(f"{where}: 'detector_format' has {len(fmt)} frames, 'joint_2d' has {n}")
+    action_key = next((k for k in ("frame_action", "action") if k in raw), None)
+    action = None if action_key is None else np.asarray(raw[action_key]).astype(str)
+    if action is not None and len(action) != n:
+        raise MeshDataError(f"{where}: '{action_key}' has {len(action)} frames, 'joint_2d' has {n}")
     return MeshSplit(inputs=inputs.astype(np.float32), pose=pose.astype(np.float32),
                      shape=shape.astype(np.float32), source=source, gender=gender, name=where,
                      keypoints_px=np.concatenate([j2d, conf[..., None]], axis=-1).astype(np.float32),
-                     intrinsics=intrinsics, detector_format=fmt, box_centre=centre, keypoint_conversion=conversion)
+                     intrinsics=intrinsics, detector_format=fmt, box_centre=centre, keypoint_conversion=conversion,
+                     action=action)
 
 
 def require_same_conversion(model_metadata: dict, split: MeshSplit, checkpoint: str | Path) -> None:
