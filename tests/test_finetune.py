@@ -20,8 +20,10 @@ from conftest import SMALL_ENCODER
 from motion_following import motion_r2
 
 from mesh.data.mesh_data import read_mesh_split
+from mesh.finetune import FinetuneConfig
 from mesh.finetune import main as finetune
 from motion.checkpoint import read_checkpoint
+from motion.config import load_config
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED_SIZE = "{variant: XS, dim_rep: 256}"  # the encoder size of models/ssrstf.pt
@@ -31,6 +33,12 @@ def _data_args(synthetic: dict[str, Path]) -> list[str]:
     mesh = synthetic["mesh"]
     return [f"data.train=[{{path: {mesh}, split: train}}]", f"data.validation={{path: {mesh}, split: validation}}",
             f"data.test={{path: {mesh}, split: test}}"]
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "configs" / "mesh").glob("*.yaml")), ids=lambda p: p.stem)
+def test_mesh_configs_validate(path: Path) -> None:
+    cfg = load_config(FinetuneConfig, path)
+    assert cfg.data.train and cfg.optim.batch_size > 0
 
 
 def _finetune(out: Path, name: str, synthetic: dict[str, Path], *extra: str) -> dict:
