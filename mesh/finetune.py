@@ -199,6 +199,9 @@ class MeshTask(Task):
         self.train_sets = [MeshClips(self._train_split(f), cfg.data.clip_len, cfg.data.stride)
                            for f in cfg.data.train]
         self.val_split = self._read(cfg.data.validation)
+        # The full validation report of the best epoch validated in this process: the final report reuses it
+        # instead of evaluating best.pt, the same weights, again.
+        self.best_validation: tuple[float, dict[str, Any]] | None = None
         self.test_split = self._read(cfg.data.test) if cfg.data.test is not None else None
         # The detector -> H36M-17 keypoint rule of the data becomes the model's (mesh.infer applies it to users'
         # files): every file must agree. A backbone made on the other rule is fine-tuned onto this one.
@@ -332,8 +335,12 @@ class MeshTask(Task):
         return ev.report()
 
     def validate(self) -> dict[str, float]:
-        summary = self.evaluate(self.val_split)["summary"]
-        return {f"val_{k}": v for k, v in summary.items() if k.endswith("_mm") or k == "accel_m_per_s2"}
+        report = self.evaluate(self.val_split)
+        val = {f"val_{k}": v for k, v in report["summary"].items() if k.endswith("_mm") or k == "accel_m_per_s2"}
+        score = val[self.selection_key]
+        if self.best_validation is None or score < self.best_validation[0]:  # fit's rule for best.pt
+            self.best_validation = (score, report)
+        return val
 
     def metadata(self) -> dict[str, Any]:
         return {"task": "mesh fine-tuning", "backbone": self.backbone_info, "synthetic": self.synthetic,
@@ -362,8 +369,11 @@ def run(cfg: FinetuneConfig, out: Path, resume: bool) -> dict[str, Any]:
     if env.main:
         best, _ = load_mesh_model(out / "best.pt", body=task.body, map_location=env.device)
         task.model.load_state_dict(best.state_dict())
-        results = {"best_epoch": summary["best"].get("epoch"), "validation": task.evaluate(task.val_split),
-                   "synthetic": task.synthetic}
+        cached = task.best_validation
+        # best.pt was validated in this process (not before a resume) when its score is the best seen here
+        same = cached is not None and cached[0] == summary["best"].get(task.selection_key)
+        results = {"best_epoch": summary["best"].get("epoch"),
+                   "validation": cached[1] if same else task.evaluate(task.val_split), "synthetic": task.synthetic}
         if task.test_split is not None:
             results["test"] = task.evaluate(task.test_split)
         tmp = out / "metrics.json.tmp"

@@ -20,6 +20,7 @@ from conftest import SMALL_ENCODER
 from motion_following import motion_r2
 
 from mesh.data.mesh_data import read_mesh_split
+from mesh.evaluate import main as evaluate
 from mesh.finetune import FinetuneConfig
 from mesh.finetune import main as finetune
 from motion.checkpoint import read_checkpoint
@@ -66,24 +67,24 @@ def test_finetuning_from_the_shipped_encoder_beats_the_untrained_head_and_a_rand
     budget = ["loop.epochs=1", "loop.max_steps_per_epoch=40", "optim.lr_backbone=0.0003"]
     untrained = _finetune(tmp_path, "untrained", synthetic_data, "--backbone=ssrstf.pt", "loop.epochs=1",
                           "loop.max_steps_per_epoch=0", "data.test=null")
-    tuned = _finetune(tmp_path, "tuned", synthetic_data, "--backbone=ssrstf.pt", *budget)
+    tuned = _finetune(tmp_path, "tuned", synthetic_data, "--backbone=ssrstf.pt", *budget, "data.test=null")
     random = _finetune(tmp_path, "random", synthetic_data, f"model.encoder={SHIPPED_SIZE}", *budget, "data.test=null")
     before = untrained["validation"]["summary"]["mpve_mm"]
     after = tuned["validation"]["summary"]["mpve_mm"]
     from_random = random["validation"]["summary"]["mpve_mm"]
     assert after < 0.75 * before, (before, after)
     assert after < from_random - 25, (after, from_random)
-    assert tuned["test"]["summary"]["frames"] > 0 and tuned["synthetic"] is False  # explicit paths were given
+    assert tuned["synthetic"] is False  # explicit paths were given
     ckpt = read_checkpoint(tmp_path / "tuned" / "best.pt")
     assert ckpt["metadata"]["backbone"]["path"] == "ssrstf.pt"
     assert ckpt["metadata"]["backbone"]["metadata"]["release"]["seed"] == 0  # it is the shipped file
     assert ckpt["metadata"]["normalisation"]["kind"] == "track_box"  # the backbone's, recorded for inference
     # Through the real readers: test tracks written as their detector would have (COCO / Halpe JSON), read back
     # and predicted by mesh.infer. The tuned model's per-frame joints follow the ground-truth motion; the
-    # untrained one's do not (it gives the mean pose).
+    # untrained one's do not (it gives the mean pose whatever the track: one track tells).
     tuned_r2, untrained_r2, random_r2 = (
-        motion_r2(tmp_path / name / "best.pt", synthetic_data["mesh"], tmp_path / name)
-        for name in ("tuned", "untrained", "random"))
+        motion_r2(tmp_path / name / "best.pt", synthetic_data["mesh"], tmp_path / name, tracks=tracks)
+        for name, tracks in (("tuned", 3), ("untrained", 1), ("random", 3)))
     print(f"observed: MPVE untrained {before:.1f}, shipped encoder {after:.1f}, random encoder {from_random:.1f}; "
           f"R^2 {tuned_r2:.3f} / {random_r2:.3f} / {untrained_r2:.3f}")
     assert tuned_r2 > 0.1 and untrained_r2 < 0.02, (tuned_r2, untrained_r2)
@@ -159,8 +160,18 @@ def test_micro_batches_give_the_same_training_as_whole_batches(synthetic_data: d
     optimiser steps as whole batches of 8: same training loss and validation error after 6 steps. (Dropout off: its
     masks are drawn per piece, so they differ from the whole batch's.)"""
     steps = ["optim.batch_size=8", "loop.epochs=1", "loop.max_steps_per_epoch=6", "head.dropout=0"]
-    assert finetune(_tiny(tmp_path, "whole", synthetic_data, *steps)) == 0
+    test = f"data.test={{path: {synthetic_data['mesh']}, split: test}}"
+    assert finetune(_tiny(tmp_path, "whole", synthetic_data, *steps, test)) == 0
     assert finetune(_tiny(tmp_path, "pieces", synthetic_data, *steps, "loop.micro_batches=3")) == 0
+    # the best checkpoint is evaluated on the test split once, at the end, when one is given; its validation report
+    # (kept from training, not evaluated again) is what the evaluator gives for best.pt
+    final = json.loads((tmp_path / "whole" / "metrics.json").read_text())
+    assert final["test"]["summary"]["frames"] > 0
+    assert evaluate(["--checkpoint", str(tmp_path / "whole" / "best.pt"), "--data", str(synthetic_data["mesh"]),
+                     "--split", "validation", "--out", str(tmp_path / "eval"), "--viewers", "0"]) == 0
+    again = json.loads((tmp_path / "eval" / "metrics.json").read_text())["summary"]
+    for key in ("mpve_mm", "mpjpe_mm", "pa_mpjpe_mm", "frames"):
+        assert again[key] == pytest.approx(final["validation"]["summary"][key], rel=1e-5), key
 
     a, b = _first_epoch(tmp_path / "whole"), _first_epoch(tmp_path / "pieces")
     assert b["train_loss"] == pytest.approx(a["train_loss"], rel=1e-4)
