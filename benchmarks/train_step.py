@@ -26,7 +26,6 @@ attention, forward + backward) against this CPU's fp32 peak, measured as a 2048^
 from __future__ import annotations
 
 import argparse
-import ctypes
 import resource
 import statistics
 import time
@@ -41,7 +40,7 @@ from mesh.network.head import HeadConfig
 from mesh.network.losses import LossWeights, loss_preset, mesh_loss, train_vertex_ids
 from mesh.network.model import MeshRecovery, pose_body
 from motion.encoders import build_encoder, count_parameters, set_recompute_blocks, set_recompute_mlp
-from motion.training import adamw, micro_slices
+from motion.training import adamw, micro_slices, tune_malloc
 
 
 @dataclass
@@ -52,27 +51,6 @@ class Batch:
     x: torch.Tensor
     rotmats: torch.Tensor
     betas: torch.Tensor
-
-
-def tune_malloc() -> bool:
-    """Keep freed memory in glibc's heap between steps instead of returning it to the kernel and faulting it in again.
-
-    glibc serves blocks above a *dynamic* threshold (128 KiB at start, rising to the largest block freed so far, at
-    most 32 MiB) with their own ``mmap``, and trims the heap top past twice that threshold; every page handed back
-    is zero-filled on its next use (a minor fault). Fixing the threshold at 32 MiB and the trim threshold at 2 GiB
-    keeps the memory of one step for the next. Measured on SSR-STF-B at batch 32 x 16 (subset path): no effect on
-    plain training, which reaches a fault-free steady state by the third step anyway (peak RSS 8.4 vs 8.5 GB); with
-    all 16 encoder blocks recomputed (``--recompute 16``), minor faults fall from 197k to 18k per step, system time
-    from 2.0 to 0.4 s per step and peak RSS from 3.1 to 2.7 GB. Returns False where ``mallopt`` is unavailable (not
-    glibc). Call before the first large allocation.
-    """
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
-        return False
-    m_trim_threshold, m_top_pad, m_mmap_threshold = -1, -2, -3  # glibc's malloc.h
-    return all(libc.mallopt(key, value) == 1 for key, value in
-               ((m_mmap_threshold, 32 << 20), (m_trim_threshold, (1 << 31) - 1), (m_top_pad, 64 << 20)))
 
 
 def peak_rss_gb() -> float:
@@ -220,7 +198,8 @@ def main() -> None:
     parser.add_argument("--compare-full", action=argparse.BooleanOptionalAction, default=True,
                         help="also time the same steps on the full mesh (default: on)")
     parser.add_argument("--malloc", choices=["tuned", "default"], default="default",
-                        help="glibc malloc settings: 'tuned' = tune_malloc (default: glibc's, as mesh.finetune)")
+                        help="glibc malloc settings: 'tuned' = tune_malloc, as loop.malloc=tuned in the trainers "
+                        "(default: glibc's)")
     parser.add_argument("--recompute", type=int, default=0,
                         help="encoder blocks recomputed in backward instead of stored (memory for time)")
     parser.add_argument("--micro-batches", type=int, default=1,

@@ -353,7 +353,8 @@ class MeshTask(Task):
 
 
 def run(cfg: FinetuneConfig, out: Path, resume: bool) -> dict[str, Any]:
-    """Fine-tune, select on validation, then evaluate the best checkpoint once on validation and test."""
+    """Fine-tune, select on validation, then report the best checkpoint on validation (the report made when it was
+    validated, unless that was before a resume) and evaluate it once on test."""
     env = DistEnv(cfg.device)
     start_run(env, out, resume, cfg)
     task = MeshTask(cfg, env)

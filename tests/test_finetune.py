@@ -140,7 +140,9 @@ def test_ddp_two_processes_match_one_process_on_the_same_global_batch(synthetic_
                                                                       tmp_path: Path, one_thread: None) -> None:
     one = _tiny(tmp_path, "one", synthetic_data, "optim.batch_size=8", "loop.epochs=1", "loop.max_steps_per_epoch=6")
     assert finetune(one) == 0
-    two = _tiny(tmp_path, "two", synthetic_data, "optim.batch_size=4", "loop.epochs=1", "loop.max_steps_per_epoch=6")
+    # (the two processes also keep freed memory between steps, loop.malloc=tuned: the same training)
+    two = _tiny(tmp_path, "two", synthetic_data, "optim.batch_size=4", "loop.epochs=1", "loop.max_steps_per_epoch=6",
+                "loop.malloc=tuned")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
            "-m", "mesh.finetune", *two]
     proc = subprocess.run(cmd, cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True,
