@@ -162,11 +162,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=Path("runs/open"), help="work folder (resumable)")
     ap.add_argument("--arch", choices=sorted(ENCODER_CONFIGS), default="ssrstf")
     ap.add_argument("--seed", type=int, default=0, help="data and training seed")
-    ap.add_argument("--version", default=None, choices=sorted(VERSION_FAMILIES),
-                    help="synthetic generator version passed to motion.synthetic (default: its default; 4 adds lying "
+    ap.add_argument("--version", default=GENERATOR_VERSION, choices=sorted(VERSION_FAMILIES),
+                    help="synthetic generator version passed to motion.synthetic (default: %(default)s; 4 adds lying "
                          "on the floor)")
-    ap.add_argument("--conversion", choices=KEYPOINT_CONVERSIONS, default=None,
-                    help="keypoint conversion of the synthetic 2D input (default: motion.synthetic's, fitted)")
+    ap.add_argument("--conversion", choices=KEYPOINT_CONVERSIONS, default=DEFAULT_KEYPOINT_CONVERSION,
+                    help="keypoint conversion of the synthetic 2D input (default: %(default)s)")
     ap.add_argument("--encoder-min", type=float, default=None, help="encoder budget, minutes (default: profile)")
     ap.add_argument("--mesh-min", type=float, default=None, help="mesh budget, minutes (default: profile)")
     ap.add_argument("--encoder-steps", type=int, default=None,
@@ -183,8 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     run = Runner(out)
     plan_path = out / "plan.json"
     plan: dict[str, Any] = json.loads(plan_path.read_text()) if plan_path.is_file() else {}
-    version = args.version or GENERATOR_VERSION
-    conversion = args.conversion or DEFAULT_KEYPOINT_CONVERSION
+    version, conversion = args.version, args.conversion
     identity = {"profile": args.profile, "arch": args.arch, "seed": args.seed, "generator_version": version,
                 "keypoint_conversion": conversion}
     # a key missing from an older plan (written before the data options existed) is not held against it
@@ -292,7 +291,6 @@ def summarise(out: Path, plan: dict[str, Any]) -> dict[str, Any]:
 
 def ship(folder: Path, out: Path, summary: dict[str, Any]) -> None:
     """Release copies of the encoder and the mesh model, each recording how it was made."""
-    sys.path.insert(0, str(ROOT))
     from motion.checkpoint import export_release
 
     plan = summary["plan"]
